@@ -1,0 +1,3 @@
+from robustdistill.cli import main
+
+main()

@@ -1,0 +1,305 @@
+"""The `robustdistill` command.
+
+Every sub-command takes `--config FILE.yaml` plus `key=value` arguments or flags; flags win
+over `key=value`, which win over the file. User errors print one line and exit non-zero; `--debug`
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from robustdistill.errors import RobustDistillError
+
+app = typer.Typer(
+    name="robustdistill",
+    help="Adversarially robust knowledge distillation: train, distill, attack, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_STATE = {"debug": False}
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with configuration keys.")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value configuration overrides.", show_default=False)]
+DataOpt = Annotated[str | None, typer.Option("--data", help="Dataset name (see `robustdistill datasets`).")]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Where the dataset files are.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Architecture (see `robustdistill models`).")]
+MethodOpt = Annotated[str | None, typer.Option("--method", help="Objective (see `robustdistill methods`).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size")]
+LrOpt = Annotated[float | None, typer.Option("--lr")]
+EpsOpt = Annotated[
+    float | None, typer.Option("--eps", help="Perturbation budget (default 0.1 on MNIST-style data, else 8/255).")
+]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="PGD steps of the inner maximisation.")]
+SubsetOpt = Annotated[int | None, typer.Option("--subset", help="Train on a fixed class-balanced subset of N images.")]
+TestSubsetOpt = Annotated[
+    int | None, typer.Option("--test-subset", help="Evaluate on a class-balanced subset of N test images.")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed")]
+RunDirOpt = Annotated[str | None, typer.Option("--run-dir", help="Run directory (default runs/<name>).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest valid checkpoint.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the results of an existing run directory.")]
+MethodOptsOpt = Annotated[
+    list[str] | None, typer.Option("--method-opt", help="Method option key=value (repeatable).", show_default=False)
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Download missing dataset files (needs network).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    _STATE["debug"] = debug
+
+
+def _method_opts(values: list[str] | None) -> dict[str, Any]:
+    from robustdistill.config import parse_value
+    from robustdistill.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise ConfigError(f"--method-opt '{item}' is not of the form key=value")
+        key, text = item.split("=", 1)
+        options[key.strip()] = parse_value(text)
+    return options
+
+
+def _train(command: str, config: Path | None, overrides: list[str] | None, flags: dict[str, Any], quiet: bool) -> None:
+    from robustdistill.config import load_config
+    from robustdistill.runs import train_from_config
+
+    resume = bool(flags.pop("resume"))
+    train_from_config(command, load_config(config, overrides, flags), resume=resume, quiet=quiet)
+
+
+@app.command("train-teacher")
+def train_teacher(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    model: ModelOpt = None,
+    method: MethodOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    eps: EpsOpt = None,
+    steps: StepsOpt = None,
+    subset: SubsetOpt = None,
+    test_subset: TestSubsetOpt = None,
+    seed: SeedOpt = None,
+    run_dir: RunDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    method_opt: MethodOptsOpt = None,
+    device: DeviceOpt = None,
+    download: DownloadOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Adversarially train a model (standard, pgd-at, trades or mart)."""
+    flags = dict(locals())
+    for key in ("overrides", "config", "quiet", "method_opt"):
+        flags.pop(key)
+    flags["method_opts"] = _method_opts(method_opt) or None
+    flags["overwrite"] = overwrite or None
+    flags["download"] = download or None
+    _train("train-teacher", config, overrides, flags, quiet)
+
+
+@app.command("distill")
+def distill(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher run directory or weights file.")] = None,
+    natural_teacher: Annotated[
+        str | None, typer.Option("--natural-teacher", help="Natural (non-robust) teacher, for mtard.")
+    ] = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    model: ModelOpt = None,
+    method: MethodOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    eps: EpsOpt = None,
+    steps: StepsOpt = None,
+    subset: SubsetOpt = None,
+    test_subset: TestSubsetOpt = None,
+    seed: SeedOpt = None,
+    run_dir: RunDirOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    method_opt: MethodOptsOpt = None,
+    device: DeviceOpt = None,
+    download: DownloadOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a student from a teacher (kd, ard, iad, rslad, adaad, mtard, paths, gacd, ...)."""
+    flags = dict(locals())
+    for key in ("overrides", "config", "quiet", "method_opt"):
+        flags.pop(key)
+    flags["method_opts"] = _method_opts(method_opt) or None
+    flags["overwrite"] = overwrite or None
+    flags["download"] = download or None
+    if flags.get("method") is None and not config and not any((o or "").startswith("method=") for o in overrides or []):
+        flags["method"] = "rslad"
+    _train("distill", config, overrides, flags, quiet)
+
+
+@app.command("evaluate")
+def evaluate(
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Run directory or weights file.")],
+    data: Annotated[str, typer.Option("--data", help="Dataset name.")] = "fashion-mnist",
+    data_dir: DataDirOpt = None,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    attacks: Annotated[
+        str, typer.Option("--attacks", help="Comma-separated attacks.")
+    ] = "clean,fgsm,pgd-20,cw,autoattack",
+    n: Annotated[int | None, typer.Option("--n", help="Evaluate on a class-balanced subset of N images.")] = None,
+    eps: EpsOpt = None,
+    norm: Annotated[str, typer.Option("--norm")] = "linf",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result record here.")] = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the attack suite on a checkpoint and print (and optionally save) the result record."""
+    from robustdistill import data as data_lib
+    from robustdistill import runs
+    from robustdistill.config import MNIST_LIKE
+    from robustdistill.errors import ConfigError
+    from robustdistill.evaluate import print_table, run, write_record
+    from robustdistill.models import load
+    from robustdistill.utils import file_sha256
+
+    if n is not None and n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    weights = runs.resolve_weights(checkpoint)
+    model = load(weights)
+    dataset = data_lib.load(data, split, data_dir=data_dir)
+    if model.spec["num_classes"] != dataset.num_classes:
+        raise ConfigError(
+            f"the checkpoint has {model.spec['num_classes']} classes but '{data}' has {dataset.num_classes}"
+        )
+    eps_value = eps if eps is not None else (0.1 if data in MNIST_LIKE else 8 / 255)
+    record = run(
+        model,
+        dataset,
+        attacks=attacks,
+        eps=eps_value,
+        norm=norm,
+        n=n,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        progress=not quiet,
+    )
+    record["checkpoint"] = str(weights)
+    record["checkpoint_sha256"] = file_sha256(weights)
+    record["model"] = model.spec
+    print_table(
+        {str(checkpoint): record},
+        title=f"accuracy (%) on {record['n_examples']} {data} {split} images, eps {eps_value:.4g}",
+    )
+    if json_path is not None:
+        write_record(record, json_path)
+        err_console.print(f"record written to {json_path}")
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the registered architectures."""
+    from robustdistill import models
+
+    table = Table(title="models")
+    table.add_column("name")
+    for name in models.available():
+        table.add_row(name)
+    console.print(table)
+    console.print("WideResNets of any depth/width: wrn-D-K with (D-4) divisible by 6, e.g. wrn-16-4.")
+
+
+@app.command("datasets")
+def list_datasets() -> None:
+    """List the datasets and the files each one expects."""
+    from robustdistill import data
+
+    table = Table(title="datasets")
+    for column in ("name", "classes", "shape", "files"):
+        table.add_column(column)
+    for name in data.available():
+        meta = data.info(name)
+        table.add_row(
+            name,
+            str(meta.get("num_classes", "?")),
+            "x".join(str(s) for s in meta.get("shape", ())) or "any",
+            ", ".join(meta.get("files", []))[:80],
+        )
+    console.print(table)
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the training and distillation methods with their options."""
+    from robustdistill import methods
+
+    table = Table(title="methods")
+    for column in ("name", "teacher", "options"):
+        table.add_column(column)
+    for name in methods.available():
+        cls = methods.method_class(name)
+        needs = "robust + natural" if cls.needs_natural_teacher else ("yes" if cls.needs_teacher else "no")
+        table.add_row(name, needs, ", ".join(methods.option_names(name)))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--debug" in args:
+        _STATE["debug"] = True
+    warnings.filterwarnings("default")
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"  # type: ignore[assignment]
+    try:
+        app(args=args, standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        sys.exit(stop.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as error:
+        err_console.print(f"error: {error.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except RobustDistillError as error:
+        if _STATE["debug"]:
+            traceback.print_exc()
+        err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; resume with --resume")
+        sys.exit(130)
+    except Exception as error:  # an unexpected failure: still one line unless --debug
+        if _STATE["debug"]:
+            traceback.print_exc()
+        message = str(error).splitlines()[0] if str(error) else ""
+        err_console.print(
+            f"error: {type(error).__name__}: {message} (run with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,198 @@
+"""Typed, validated run configuration: YAML in, `key=value` overrides, YAML saved per run.
+
+One flat set of keys serves every command, in YAML files and on the command line alike
+(`--epochs 5`, `epochs=5`, `--method-opt tau=30`, `method_opts.tau=30`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robustdistill.errors import ConfigError
+
+MNIST_LIKE = ("mnist", "fashion-mnist", "digits", "animal-mnist")
+
+
+class RunConfig(BaseModel):
+    """Everything a training run needs; saved as `config.yaml` in the run directory."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what and where
+    name: str | None = None
+    run_dir: str | None = None
+    overwrite: bool = False
+    # data
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    subset: int | None = Field(default=None, ge=1)
+    test_subset: int | None = Field(default=None, ge=1)
+    augment: bool = True
+    # models
+    model: str = "smallcnn"
+    model_opts: dict[str, Any] = Field(default_factory=dict)
+    teacher: str | None = None
+    natural_teacher: str | None = None
+    # objective and its inner maximisation
+    method: str = "pgd-at"
+    method_opts: dict[str, Any] = Field(default_factory=dict)
+    eps: float | None = Field(default=None, gt=0)
+    step_size: float | None = Field(default=None, gt=0)
+    steps: int = Field(default=10, ge=1)
+    norm: Literal["linf", "l2"] = "linf"
+    # optimisation
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["piecewise", "cosine", "constant"] = "piecewise"
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    warmup_epochs: int = Field(default=0, ge=0)
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+    # machine
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    sync_bn: bool = False
+    # evaluation during training, checkpoints, logs
+    eval_every: int = Field(default=1, ge=0)
+    eval_n: int = Field(default=500, ge=1)
+    eval_attacks: list[str] = Field(default_factory=lambda: ["clean", "pgd-10"])
+    checkpoint_every: int = Field(default=0, ge=0)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    log_every: int = Field(default=20, ge=1)
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones_sorted(cls, value: list[float]) -> list[float]:
+        if any(m <= 0 for m in value) or sorted(value) != value:
+            raise ValueError("milestones must be positive and increasing (fractions of the run or epoch numbers)")
+        return value
+
+    @field_validator("data", "model", "method")
+    @classmethod
+    def _lowercase(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _eps_default(self) -> RunConfig:
+        if self.eps is None:
+            object.__setattr__(self, "eps", 0.1 if self.data in MNIST_LIKE else 8 / 255)
+        return self
+
+    def resolved_eps(self) -> float:
+        assert self.eps is not None
+        return self.eps
+
+    def run_path(self, default_name: str) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / (self.name or default_name)
+
+    def milestone_epochs(self) -> list[int]:
+        """Milestones as epoch numbers: values below 1 are fractions of `epochs`."""
+        return [round(m * self.epochs) if m < 1 else int(m) for m in self.milestones]
+
+    def attack_options(self) -> dict[str, Any]:
+        return {"eps": self.eps, "step_size": self.step_size, "steps": self.steps, "norm": self.norm}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML would read it (`5` -> 5, `[1,2]` -> list, `none` -> None)."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _check_key(key: str) -> str:
+    key = key.replace("-", "_")
+    known = list(RunConfig.model_fields)
+    if key not in known:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown configuration key '{key}'.{hint}")
+    return key
+
+
+def apply_override(values: dict[str, Any], assignment: str) -> None:
+    """Apply one `key=value` (or `method_opts.key=value`) to a raw configuration dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' is not of the form key=value")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{assignment}' has an empty key")
+    if "." in key:
+        head, sub = key.split(".", 1)
+        head = _check_key(head)
+        if head not in ("method_opts", "model_opts"):
+            raise ConfigError(f"only method_opts and model_opts take dotted keys, not '{head}'")
+        values.setdefault(head, {})[sub] = parse_value(text)
+    else:
+        values[_check_key(key)] = parse_value(text)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+    for key in loaded:
+        _check_key(str(key))
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def build(values: dict[str, Any]) -> RunConfig:
+    """Validate a raw dict into a RunConfig; the first problem becomes a one-line ConfigError."""
+    try:
+        return RunConfig(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        if first["type"] == "extra_forbidden":
+            _check_key(where)
+        raise ConfigError(f"invalid value for '{where}': {first['msg']}") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge, in rising priority: defaults, the YAML file, `key=value` overrides, explicit flags."""
+    values: dict[str, Any] = read_yaml(path) if path else {}
+    for assignment in overrides or []:
+        apply_override(values, assignment)
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key in ("method_opts", "model_opts"):
+            values.setdefault(key, {}).update(value)
+        else:
+            values[_check_key(key)] = value
+    return build(values)

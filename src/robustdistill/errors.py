@@ -1,0 +1,21 @@
+"""Errors meant for users: the command line prints them as one line, without a traceback."""
+
+
+class RobustDistillError(Exception):
+    """Base class of every error whose message tells the user what is wrong and what to do."""
+
+
+class ConfigError(RobustDistillError, ValueError):
+    """A configuration value, option or flag is invalid."""
+
+
+class DataError(RobustDistillError):
+    """A dataset is missing, incomplete or malformed."""
+
+
+class CheckpointError(RobustDistillError):
+    """A checkpoint or weights file is missing, corrupt, unsafe or incompatible."""
+
+
+class TrainingError(RobustDistillError):
+    """Training cannot go on (for example a NaN or infinite loss)."""

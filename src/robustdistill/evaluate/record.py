@@ -1,0 +1,71 @@
+"""Result records (one JSON object per result, in the style of RobustBench) and their table."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import robustdistill
+
+
+def environment() -> dict[str, str]:
+    """Software and hardware the result was measured with."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {
+        "robustdistill": robustdistill.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
+
+
+def write_record(record: dict[str, Any], path: str | Path) -> Path:
+    """Write one record as indented JSON (atomically)."""
+    from robustdistill.train.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    return path
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accuracy (%)") -> None:
+    """A terminal table: one row per model, one column per attack."""
+    columns: list[str] = []
+    for record in records.values():
+        for name in record["accuracy"]:
+            if name not in columns:
+                columns.append(name)
+    table = Table(title=title)
+    table.add_column("model")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for label, record in records.items():
+        accuracy = record["accuracy"]
+        table.add_row(label, *[f"{100 * accuracy[c]:.2f}" if c in accuracy else "-" for c in columns])
+    Console().print(table)
+
+
+def markdown_table(records: dict[str, dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for record in records.values():
+        for name in record["accuracy"]:
+            if name not in columns:
+                columns.append(name)
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for label, record in records.items():
+        accuracy = record["accuracy"]
+        cells = [f"{100 * accuracy[c]:.2f}" if c in accuracy else "-" for c in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,168 @@
+"""The method interface: a batch in, named loss terms out.
+
+A method is an inner maximisation (built with `robustdistill.attacks`) plus an outer
+objective. Methods are `nn.Module`s so that their own trainable parts (projection heads)
+and state (memory banks, adaptive weights) travel with the checkpoint; teachers are held
+outside the module tree, frozen and in `eval()` mode.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustdistill.errors import ConfigError
+
+
+def kl_div(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Per-sample `KL(p || q)` with `p = softmax(p_logits / T)`, `q = softmax(q_logits / T)`, shape (B,)."""
+    log_p = F.log_softmax(p_logits.float() / temperature, dim=1)
+    log_q = F.log_softmax(q_logits.float() / temperature, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def kl_batchmean(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """`KL(p || q)` summed over classes and averaged over the batch (the project's one reduction)."""
+    return kl_div(p_logits, q_logits, temperature).mean()
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put a teacher in eval mode with no parameter gradients, for good."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def accuracy(logits: Tensor, y: Tensor) -> Tensor:
+    """Fraction of correct predictions, as a detached 0-dim tensor (no host sync)."""
+    return (logits.detach().argmax(dim=1) == y).float().mean()
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    value = float(value)
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"option '{name}' must be {bound}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"option '{name}' must be one of {', '.join(choices)}; got '{value}'")
+    return value
+
+
+class Method(nn.Module, ABC):
+    """Base class of every training objective.
+
+    Subclasses implement `compute(student, x, y, index)` returning a dict whose `loss` entry is
+    the scalar to minimise and whose other entries are detached scalars logged by name.
+    """
+
+    name: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = False
+    needs_natural_teacher: ClassVar[bool] = False
+    #: distillation on soft labels needs the same classes in teacher and student
+    same_label_space: ClassVar[bool] = True
+
+    def __init__(self, *, teacher: nn.Module | None = None, natural_teacher: nn.Module | None = None) -> None:
+        super().__init__()
+        if self.needs_teacher and teacher is None:
+            raise ConfigError(f"method '{self.name}' needs a teacher: pass --teacher PATH")
+        if self.needs_natural_teacher and natural_teacher is None:
+            raise ConfigError(f"method '{self.name}' needs a natural teacher: pass --natural-teacher PATH")
+        # Stored in a tuple so the teachers are not sub-modules: not trained, not in state_dict.
+        self._teachers: tuple[nn.Module | None, nn.Module | None] = (
+            freeze(teacher) if teacher is not None else None,
+            freeze(natural_teacher) if natural_teacher is not None else None,
+        )
+        self.epoch = 0
+
+    @property
+    def teacher(self) -> nn.Module:
+        if self._teachers[0] is None:
+            raise ConfigError(f"method '{self.name}' has no teacher")
+        return self._teachers[0]
+
+    @property
+    def natural_teacher(self) -> nn.Module:
+        if self._teachers[1] is None:
+            raise ConfigError(f"method '{self.name}' has no natural teacher")
+        return self._teachers[1]
+
+    def teachers(self) -> list[nn.Module]:
+        return [t for t in self._teachers if t is not None]
+
+    def to(self, *args: Any, **kwargs: Any) -> Method:  # teachers follow the method's device
+        super().to(*args, **kwargs)
+        for teacher in self.teachers():
+            teacher.to(*args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True) -> Method:  # teachers stay in eval mode whatever happens
+        super().train(mode)
+        for teacher in self.teachers():
+            teacher.eval()
+        return self
+
+    @abstractmethod
+    def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
+        """Named loss terms for one batch; `loss` is the scalar the optimiser minimises."""
+
+    def forward(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
+        return self.compute(student, x, y, index)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the training loop before each epoch (0-based)."""
+        self.epoch = epoch
+
+    def diagnostics(self) -> dict[str, float]:
+        """Per-epoch extras for the metrics log; the default has none."""
+        return {}
+
+    def options(self) -> dict[str, Any]:
+        """The method's resolved options, saved into the run's config."""
+        return {}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state.get("epoch", 0))
+
+
+class AttackSettings:
+    """The inner maximisation's threat model and PGD schedule, shared by every method.
+
+    Defaults follow METHODS.md: 10 steps of size eps/4 with a random start.
+    """
+
+    def __init__(self, *, eps: float, step_size: float | None = None, steps: int = 10, norm: str = "linf") -> None:
+        self.eps = check_positive("eps", eps)
+        self.step_size = check_positive("step_size", step_size) if step_size is not None else self.eps / 4
+        if int(steps) != steps or steps < 1:
+            raise ConfigError(f"option 'steps' must be an integer >= 1, got {steps}")
+        self.steps = int(steps)
+        self.norm = check_choice("norm", norm, ("linf", "l2"))
+
+    def pgd(self, model: nn.Module, *, loss: Any = "ce", random_start: Any = True, **kwargs: Any) -> Any:
+        """A PGD attack on `model` with these settings (see `robustdistill.attacks.PGD`)."""
+        from robustdistill.attacks import PGD
+
+        return PGD(
+            model,
+            eps=self.eps,
+            step_size=self.step_size,
+            steps=self.steps,
+            norm=self.norm,
+            loss=loss,
+            random_start=random_start,
+            **kwargs,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps, "step_size": self.step_size, "steps": self.steps, "norm": self.norm}

@@ -1,0 +1,178 @@
+"""Contrastive estimators of the mutual information between teacher and student embeddings.
+
+Building blocks of `gacd` (and of any feature-contrastive method), written after the
+description of CRD (Tian, Krishnan and Isola, "Contrastive Representation Distillation",
+ICLR 2020) and its public code (HobbitLong/RepDistiller, `crd/`), not copied from it.
+
+- `EmbedHead`: Linear -> `feat_dim` -> L2 normalisation (one per network).
+- `nce_loss`: CRD's binary NCE loss with the critic
+  `h(u, v) = e^{u.v/tau} / (e^{u.v/tau} + Z K / N)`, written in log space as
+  `h = sigmoid(u.v/tau - log(Z K / N))`; per sample
+  `l = -[log h(u, v+) + sum_k log(1 - h(u, v-_k))]`.
+- `infonce_loss`: in-batch InfoNCE, `l_i = -log softmax_j(u_i.v_j / tau)[i]`.
+- `estimate_log_z`: CRD's normalisation constant `Z = N * mean(e^{s/tau})`, in log space.
+- `MemoryBank`: one slot per training sample for the teacher and student embeddings, uniform
+  negative sampling and the momentum update `bank[i] = normalise(m bank[i] + (1 - m) z_i)`.
+
+All losses are per sample, shape `(B,)`, so that a caller can reweight samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustdistill.errors import ConfigError
+
+__all__ = [
+    "EmbedHead",
+    "MemoryBank",
+    "estimate_log_z",
+    "infonce_loss",
+    "nce_loss",
+    "nce_loss_from_scores",
+]
+
+
+def _full_precision(reference: Tensor) -> torch.autocast:
+    """Switch autocast off: dot products divided by a temperature of 0.07 need float32."""
+    return torch.autocast(device_type=reference.device.type, enabled=False)
+
+
+class EmbedHead(nn.Module):
+    """`z = normalise(W f + b)`: a linear projection to `out_dim` followed by L2 normalisation.
+
+    The projection runs in float32 (also under autocast) so that the dot products that the
+    estimators divide by a small temperature keep their precision.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, features: Tensor) -> Tensor:
+        with _full_precision(features):
+            return F.normalize(self.linear(features.flatten(1).float()), dim=1)
+
+
+def nce_loss_from_scores(
+    positive: Tensor,
+    negatives: Tensor,
+    *,
+    temperature: float,
+    num_samples: int,
+    log_z: float | Tensor = 0.0,
+) -> Tensor:
+    """Per-sample NCE loss from dot products: `positive` (B,) and `negatives` (B, K).
+
+    With `a = s / tau - log(Z K / N)` the critic is `h = sigmoid(a)`, and
+    `l = -log sigmoid(a_pos) - sum_k log sigmoid(-a_neg_k)` (= `-log h_pos - sum log(1 - h_neg)`).
+    """
+    k = negatives.shape[1]
+    offset = torch.as_tensor(log_z, dtype=torch.float32, device=positive.device) + math.log(k / num_samples)
+    a_pos = positive.float() / temperature - offset
+    a_neg = negatives.float() / temperature - offset.unsqueeze(-1)
+    return -F.logsigmoid(a_pos) - F.logsigmoid(-a_neg).sum(dim=1)
+
+
+def nce_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negatives: Tensor,
+    *,
+    temperature: float,
+    num_samples: int,
+    log_z: float | Tensor = 0.0,
+) -> Tensor:
+    """CRD's NCE loss of one direction, per sample, shape (B,).
+
+    Args:
+        anchor: `(B, d)` anchor embeddings `u_i`.
+        positive: `(B, d)` the positive of each anchor `v_i^+`.
+        negatives: `(B, K, d)` K negatives per anchor.
+        temperature: `tau`.
+        num_samples: `N`, the size of the set the negatives are drawn from (noise prior `1 / N`).
+        log_z: `log Z`, the normalisation constant of `e^{u.v/tau}` (0: the plain exponential).
+    """
+    with _full_precision(anchor):
+        anchor, positive, negatives = anchor.float(), positive.float(), negatives.float()
+        pos = (anchor * positive).sum(dim=1)
+        neg = torch.einsum("bkd,bd->bk", negatives, anchor)
+    return nce_loss_from_scores(pos, neg, temperature=temperature, num_samples=num_samples, log_z=log_z)
+
+
+def estimate_log_z(positive: Tensor, negatives: Tensor, *, temperature: float, num_samples: int) -> Tensor:
+    """`log Z` with CRD's estimate `Z = N * mean(e^{s/tau})` over the batch's K+1 scores per anchor (detached)."""
+    scores = torch.cat([positive.detach().float().unsqueeze(1), negatives.detach().float()], dim=1) / temperature
+    return torch.logsumexp(scores.flatten(), dim=0) - math.log(scores.numel()) + math.log(num_samples)
+
+
+def infonce_loss(anchor: Tensor, candidates: Tensor, *, temperature: float) -> Tensor:
+    """In-batch InfoNCE, per anchor: `l_i = -log( e^{u_i.v_i/tau} / sum_j e^{u_i.v_j/tau} )`, shape (B,).
+
+    `anchor` (B, d) and `candidates` (B, d): `candidates[i]` is the positive of `anchor[i]` and the
+    other rows are its negatives.
+    """
+    with _full_precision(anchor):
+        logits = anchor.float() @ candidates.float().t() / temperature
+    target = torch.arange(anchor.shape[0], device=anchor.device)
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+class MemoryBank(nn.Module):
+    """CRD-style memory: `num_samples` slots of `dim`-d unit vectors for the teacher and the student.
+
+    Buffers (saved with the method): `teacher` and `student` `(N, dim)`, initialised uniformly in
+    `[-1/sqrt(dim/3), 1/sqrt(dim/3)]` per coordinate (as CRD) and then L2-normalised; `log_z` `(2,)`,
+    the NCE normalisation constants of the teacher-anchored and student-anchored directions, NaN
+    until estimated from the first batch.
+    """
+
+    def __init__(self, num_samples: int, dim: int, momentum: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+            raise ConfigError(f"a memory bank needs num_samples >= 2 (the training-set size), got {num_samples!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"option 'momentum' must be in [0, 1), got {momentum}")
+        self.num_samples = num_samples
+        self.dim = dim
+        self.momentum = float(momentum)
+        bound = 1.0 / math.sqrt(dim / 3)
+        for name in ("teacher", "student"):
+            init = torch.rand(num_samples, dim).mul_(2 * bound).sub_(bound)
+            self.register_buffer(name, F.normalize(init, dim=1))
+        self.register_buffer("log_z", torch.full((2,), float("nan")))
+
+    teacher: Tensor
+    student: Tensor
+    log_z: Tensor
+
+    def sample_negatives(self, index: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """`(B, k)` slot indices drawn uniformly (with replacement) from the N - 1 slots other than each `index`."""
+        index = index.to(self.teacher.device).long()
+        draw = torch.randint(0, self.num_samples - 1, (index.shape[0], k), device=index.device, generator=generator)
+        return draw + (draw >= index.unsqueeze(1)).long()
+
+    @torch.no_grad()
+    def update(self, index: Tensor, z_teacher: Tensor, z_student: Tensor) -> None:
+        """`bank[i] = normalise(m * bank[i] + (1 - m) * z_i)` for the batch's slots only (no autograd)."""
+        index = index.to(self.teacher.device).long()
+        m = self.momentum
+        for bank, z in ((self.teacher, z_teacher), (self.student, z_student)):
+            mixed = bank.index_select(0, index).mul(m).add_(z.detach().to(bank.dtype), alpha=1.0 - m)
+            bank.index_copy_(0, index, F.normalize(mixed, dim=1))
+
+    @torch.no_grad()
+    def set_log_z(self, estimate: Tensor) -> None:
+        """Fix each normalisation constant that is still unset (NaN) to `estimate` (2,); no host sync."""
+        self.log_z.copy_(torch.where(torch.isnan(self.log_z), estimate.to(self.log_z), self.log_z))
+
+    def resolved_log_z(self, estimate: Tensor) -> Tensor:
+        """The stored constants, with `estimate` standing in for those not set yet."""
+        return torch.where(torch.isnan(self.log_z), estimate.to(self.log_z), self.log_z)
+
+    def extra_repr(self) -> str:
+        return f"num_samples={self.num_samples}, dim={self.dim}, momentum={self.momentum}"

@@ -1,0 +1,41 @@
+"""Architectures, their registry, safe save/load and conversion of foreign state dicts.
+
+>>> from robustdistill import models
+>>> net = models.create("preact-resnet-18", num_classes=10, width=0.25)
+>>> logits, feats = net.forward_features(x)          # x in [0, 1], (B, 3, H, W)
+
+See docs/models.md.
+"""
+
+from robustdistill.models import mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet  # registers
+from robustdistill.models.base import Classifier
+from robustdistill.models.convert import convert_state_dict
+from robustdistill.models.io import FORMAT_VERSION, load, load_into, load_state_dict_file, load_weights, save
+from robustdistill.models.mobilenet_v2 import MobileNetV2
+from robustdistill.models.preact_resnet import PreActResNet
+from robustdistill.models.registry import available, create, register_model, resolve
+from robustdistill.models.resnet import ResNet
+from robustdistill.models.small_cnn import SmallCNN
+from robustdistill.models.wide_resnet import WideResNet
+
+del mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Classifier",
+    "MobileNetV2",
+    "PreActResNet",
+    "ResNet",
+    "SmallCNN",
+    "WideResNet",
+    "available",
+    "convert_state_dict",
+    "create",
+    "load",
+    "load_into",
+    "load_state_dict_file",
+    "load_weights",
+    "register_model",
+    "resolve",
+    "save",
+]

@@ -1,0 +1,200 @@
+"""Assembling a run from its configuration: data, models, teachers, method, run directory."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from robustdistill import data as data_lib
+from robustdistill import methods as method_lib
+from robustdistill import models as model_lib
+from robustdistill.config import RunConfig
+from robustdistill.errors import CheckpointError, ConfigError
+from robustdistill.methods.base import Method
+
+RESULT_FILES = ("model.safetensors", "metrics.jsonl", "checkpoints", "results.json")
+
+
+@dataclass
+class Datasets:
+    train: data_lib.ArrayDataset
+    test: data_lib.ArrayDataset
+
+
+def load_datasets(cfg: RunConfig) -> Datasets:
+    """Train and test splits, each cut to its class-balanced subset when asked."""
+    train = data_lib.load(cfg.data, "train", data_dir=cfg.data_dir, download=cfg.download)
+    test = data_lib.load(cfg.data, "test", data_dir=cfg.data_dir, download=cfg.download)
+    if cfg.subset is not None and cfg.subset < len(train):
+        train = data_lib.subset(train, cfg.subset, seed=cfg.seed)
+    if cfg.test_subset is not None and cfg.test_subset < len(test):
+        test = data_lib.subset(test, cfg.test_subset, seed=cfg.seed)
+    return Datasets(train, test)
+
+
+def augmentation(cfg: RunConfig) -> dict[str, Any] | None:
+    """The dataset's default augmentation (random crop with padding, flips where they make sense)."""
+    if not cfg.augment:
+        return None
+    return data_lib.info(cfg.data).get("augment")
+
+
+def create_model(name: str, dataset: data_lib.ArrayDataset, options: dict[str, Any]) -> nn.Module:
+    """A fresh model sized for `dataset`, with the dataset's normalisation inside."""
+    image = dataset.images.shape[1:]
+    return model_lib.create(
+        name,
+        num_classes=dataset.num_classes,
+        in_channels=int(image[0]),
+        mean=list(dataset.mean),
+        std=list(dataset.std),
+        **options,
+    )
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """A run directory or a weights file -> the weights file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.safetensors", "model_ema.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"run directory '{path}' holds no model.safetensors; did its training finish?")
+    if not path.exists():
+        raise CheckpointError(f"model file '{path}' does not exist")
+    return path
+
+
+def load_teacher(path: str | Path, role: str = "teacher") -> nn.Module:
+    model = model_lib.load(resolve_weights(path))
+    model.eval()
+    return model
+
+
+def check_label_space(teacher: nn.Module, num_classes: int, method: str, role: str = "teacher") -> bool:
+    """True when teacher and student share the label space; refuses when the method needs that."""
+    teacher_classes = int(getattr(teacher, "spec", {}).get("num_classes", -1))
+    if teacher_classes == num_classes:
+        return True
+    if method_lib.method_class(method).same_label_space:
+        raise ConfigError(
+            f"the {role} has {teacher_classes} classes but the student's data has {num_classes}; "
+            f"method '{method}' matches soft labels and needs the same classes (gacd can transfer across tasks)"
+        )
+    warnings.warn(
+        f"the {role} has {teacher_classes} classes and the student {num_classes}: cross-task transfer, "
+        "only features are matched and confidence reweighting is off",
+        stacklevel=2,
+    )
+    return False
+
+
+def create_method(
+    cfg: RunConfig, *, teacher: nn.Module | None = None, natural_teacher: nn.Module | None = None, **extra: Any
+) -> Method:
+    """The configured method; the run's eps/step_size/steps/norm fill options the method accepts."""
+    cls = method_lib.method_class(cfg.method)
+    accepted = inspect.signature(cls.__init__).parameters
+    options: dict[str, Any] = {k: v for k, v in cfg.attack_options().items() if k in accepted and v is not None}
+    options.update({k: v for k, v in extra.items() if k in accepted})
+    options.update(cfg.method_opts)
+    return method_lib.create(cfg.method, teacher=teacher, natural_teacher=natural_teacher, **options)
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a finished or started run unless told to resume or overwrite."""
+    existing = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    if existing and not resume:
+        if not overwrite:
+            raise ConfigError(
+                f"run directory '{run_dir}' already holds results ({', '.join(existing)}); "
+                "pass --resume to continue it, --overwrite to replace it, or choose another --run-dir"
+            )
+        for name in existing:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+    if resume and not (run_dir / "checkpoints").is_dir():
+        raise ConfigError(f"--resume: '{run_dir}' has no checkpoints to resume from")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def sanity_check_teacher(teacher: nn.Module, test: data_lib.ArrayDataset) -> float:
+    """Warn when a teacher is near chance on a few test batches (a wrong or broken checkpoint)."""
+    from robustdistill.evaluate import run
+
+    record = run(teacher, test, attacks=["clean"], eps=1.0, n=min(256, len(test)), progress=False)
+    clean = record["accuracy"]["clean"]
+    if clean < 1.5 / test.num_classes:
+        warnings.warn(
+            f"the teacher's clean accuracy on {record['n_examples']} test images is {100 * clean:.1f}%, "
+            "near chance: is it the right checkpoint for this dataset?",
+            stacklevel=2,
+        )
+    return clean
+
+
+def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> Path:
+    """Run `train-teacher` or `distill` from a validated configuration; returns the run directory.
+
+    Everything cheap is validated (data, models, teachers, method options) before the run
+    directory is touched, so a bad input never damages earlier results.
+    """
+    from rich.console import Console
+
+    from robustdistill.train import distributed as dist
+    from robustdistill.train import fit
+
+    console = Console(stderr=True)
+    dist.init_from_env()
+    run_dir = cfg.run_path(f"{command}-{cfg.method}-{cfg.model}-{cfg.data}")
+    datasets = load_datasets(cfg)
+    student = create_model(cfg.model, datasets.train, cfg.model_opts)
+    teacher = natural = None
+    extra: dict[str, Any] = {}
+    if command == "distill":
+        cls = method_lib.method_class(cfg.method)
+        if cls.needs_teacher and not cfg.teacher:
+            raise ConfigError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH")
+        if cfg.teacher:
+            teacher = load_teacher(cfg.teacher)
+            extra["same_label_space"] = check_label_space(teacher, datasets.train.num_classes, cfg.method)
+        if cfg.natural_teacher:
+            natural = load_teacher(cfg.natural_teacher, "natural teacher")
+            check_label_space(natural, datasets.train.num_classes, cfg.method, "natural teacher")
+        extra["num_samples"] = len(datasets.train)
+        extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
+    method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
+    if dist.is_main():
+        prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    dist.barrier()
+    if not quiet and dist.is_main():
+        console.print(
+            f"[bold]{command}[/]: {cfg.method} on {cfg.data} ({len(datasets.train)} train images), "
+            f"model {cfg.model}, eps {cfg.resolved_eps():.4g}, {cfg.epochs} epochs -> {run_dir}"
+        )
+    if teacher is not None and extra.get("same_label_space", True) and dist.is_main():
+        sanity_check_teacher(teacher, datasets.test)
+    fit(
+        student,
+        method,
+        datasets.train,
+        config=cfg,
+        run_dir=run_dir,
+        eval_data=datasets.test,
+        resume=resume,
+        progress=not quiet,
+        augment=augmentation(cfg),
+    )
+    if not quiet and dist.is_main():
+        console.print(f"done: weights in {run_dir / 'model.safetensors'}, metrics in {run_dir / 'metrics.jsonl'}")
+    return run_dir

@@ -1,0 +1,67 @@
+"""A `rich` progress bar for training: loss, accuracy and images per second."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+console = Console(stderr=True)
+PLAIN_INTERVAL_S = 30.0
+
+
+class Progress:
+    """Shows steps done, the running loss terms and throughput; silent when disabled."""
+
+    def __init__(self, *, enabled: bool, total: int, done: int = 0, description: str = "train") -> None:
+        self.enabled = enabled
+        self.description = description
+        self.total = total
+        self._last_line = time.monotonic()
+        self._bar: RichProgress | None = None
+        if enabled:
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=console,
+                transient=False,
+            )
+            self._task = self._bar.add_task(description, total=total, completed=done, status="")
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def update(self, done: int, *, epoch: int, epochs: int, rate: float, **terms: float) -> None:
+        if self._bar is None:
+            return
+        shown = " ".join(f"{k}={v:.3f}" for k, v in terms.items() if k == "loss" or k.startswith("acc"))
+        status = f"epoch {epoch}/{epochs} {shown} {rate:.0f} img/s"
+        self._bar.update(self._task, completed=done, status=status)
+        now = time.monotonic()
+        if not self._bar.console.is_terminal and now - self._last_line >= PLAIN_INTERVAL_S:
+            # Logs written to a file get a plain line every so often instead of a live bar.
+            self._last_line = now
+            self._bar.console.print(f"{self.description}: step {done}/{self.total} {status}", highlight=False)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        if self._bar is None:
+            return
+        shown = " ".join(
+            f"{k}={v:.4f}"
+            for k, v in record.items()
+            if isinstance(v, float) and (k.startswith(("train_loss", "eval_")))
+        )
+        self._bar.console.print(f"epoch {record['epoch']}: {shown}")
