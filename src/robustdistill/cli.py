@@ -7,13 +7,13 @@ shows the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -175,6 +175,13 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result record here.")] = None,
+    linear_probe: Annotated[
+        bool, typer.Option("--linear-probe", help="Also fit a linear probe on frozen features (cross-task students).")
+    ] = False,
+    structure: Annotated[
+        str | None,
+        typer.Option("--structure", help="Teacher checkpoint: report linear CKA and correlation distance to it."),
+    ] = None,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -184,14 +191,15 @@ def evaluate(
     from robustdistill.config import MNIST_LIKE
     from robustdistill.errors import ConfigError
     from robustdistill.evaluate import print_table, run, write_record
-    from robustdistill.models import load
     from robustdistill.utils import file_sha256
 
     if n is not None and n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
-    weights = runs.resolve_weights(checkpoint)
-    model = load(weights)
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed must be in [0, 2**32), got {seed}")
+    model, weights = runs.load_model(checkpoint)
     dataset = data_lib.load(data, split, data_dir=data_dir)
+    runs.check_input_channels(model, dataset, "checkpoint")
     if model.spec["num_classes"] != dataset.num_classes:
         raise ConfigError(
             f"the checkpoint has {model.spec['num_classes']} classes but '{data}' has {dataset.num_classes}"
@@ -212,13 +220,104 @@ def evaluate(
     record["checkpoint"] = str(weights)
     record["checkpoint_sha256"] = file_sha256(weights)
     record["model"] = model.spec
-    print_table(
-        {str(checkpoint): record},
-        title=f"accuracy (%) on {record['n_examples']} {data} {split} images, eps {eps_value:.4g}",
-    )
+    title = f"accuracy (%) on {record['n_examples']} {data} {split} images, eps {eps_value:.4g}"
+    print_table({str(checkpoint): record}, title=title)
+    if linear_probe:
+        from robustdistill.evaluate.probe import linear_probe as fit_probe
+
+        train = data_lib.load(data, "train", data_dir=data_dir)
+        probe = fit_probe(
+            model, train, dataset, attack="pgd-20", eps=eps_value, n_train=min(len(train), 10000), n_test=n, seed=seed
+        )
+        record["linear_probe"] = probe
+        console.print(
+            f"linear probe on frozen features: clean {100 * probe['accuracy']:.2f}%, "
+            f"PGD-20 {100 * probe['robust_accuracy']:.2f}% ({probe['n_train']} train / {probe['n_test']} test images)"
+        )
+    if structure:
+        import torch
+
+        from robustdistill.attacks import PGD
+        from robustdistill.data import subset
+        from robustdistill.evaluate.structure import structure_report
+
+        teacher = runs.load_model(structure)[0].eval()
+        sample = subset(dataset, min(n or 1000, 1000, len(dataset)), seed=seed)
+        x = sample.images.float() / 255
+        torch.manual_seed(seed)
+        x_adv = torch.cat(
+            [
+                PGD(model, eps=eps_value, steps=20)(xb, yb)
+                for xb, yb in zip(x.split(256), sample.labels.split(256), strict=True)
+            ]
+        )
+        record["structure"] = structure_report(teacher, model.eval(), x, x_adv)
+        console.print("structure: " + ", ".join(f"{k}={v:.4f}" for k, v in record["structure"].items() if k != "n"))
     if json_path is not None:
-        write_record(record, json_path)
+        try:
+            write_record(record, json_path)
+        except OSError as error:
+            raise ConfigError(f"cannot write --json '{json_path}': {error.strerror or error}") from None
         err_console.print(f"record written to {json_path}")
+
+
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory or a collection of runs (e.g. runs/demo).")],
+    data_dir: DataDirOpt = None,
+    sweep_n: Annotated[int, typer.Option("--sweep-n", help="Test images for the eps sweep (0: skip).")] = 500,
+    sweep_points: Annotated[int, typer.Option("--sweep-points", help="Eps values from 0 to 2 eps.")] = 9,
+    examples: Annotated[int, typer.Option("--examples", help="Images in the adversarial grid (0: skip).")] = 8,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write report.md and PNG figures (curves, eps sweep, paths weights, adversarial examples)."""
+    from robustdistill.errors import ConfigError
+    from robustdistill.evaluate.report import write_report
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory '{run_dir}' does not exist")
+    path = write_report(
+        run_dir,
+        data_dir=data_dir,
+        sweep_n=sweep_n,
+        sweep_points=sweep_points,
+        examples=examples,
+        device=device,
+        progress=not quiet,
+    )
+    console.print(f"report written to {path}")
+
+
+@app.command("demo")
+def demo(
+    size: Annotated[str, typer.Option("--size", help="tiny (CI smoke), small (default, minutes), full.")] = "small",
+    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/demo",
+    data: Annotated[str | None, typer.Option("--data", help="Default: fashion-mnist, else digits.")] = None,
+    data_dir: DataDirOpt = None,
+    retrain_teacher: Annotated[
+        bool, typer.Option("--retrain-teacher", help="Do not reuse an earlier teacher.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    methods: Annotated[
+        str | None,
+        typer.Option("--methods", help="Students to train, comma-separated (default pgd-at,rslad,paths,gacd)."),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The main job, offline: teacher, students by several methods, attacks, table and report."""
+    from robustdistill.demo import run_demo
+
+    run_demo(
+        size=size,
+        run_dir=run_dir,
+        data=data,
+        data_dir=data_dir,
+        retrain_teacher=retrain_teacher,
+        seed=seed,
+        quiet=quiet,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
+    )
 
 
 @app.command("models")
@@ -268,38 +367,72 @@ def list_methods() -> None:
     console.print(table)
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _print_error(text: str) -> None:
+    # markup=False: a message holding "[...]" (a path, a list value) is printed as it is
+    err_console.print(f"error: {_one_line(text)}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     args = sys.argv[1:] if argv is None else argv
-    if "--debug" in args:
-        _STATE["debug"] = True
-    warnings.filterwarnings("default")
-    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"  # type: ignore[assignment]
+    _STATE["debug"] = "--debug" in args
+    previous_format = warnings.formatwarning
+    with warnings.catch_warnings():  # filters and format are restored afterwards (main may run in-process)
+        warnings.filterwarnings("default")
+        warnings.formatwarning = lambda message, category, *rest: f"warning: {_one_line(message)}\n"  # type: ignore[assignment]
+        try:
+            _run(args)
+        finally:
+            warnings.formatwarning = previous_format
+
+
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """`name` from click and from the copy of click that typer >= 0.22 vendors (`typer._click`)."""
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for module in ("click.exceptions", "typer.exceptions", "typer._click.exceptions"):
+        with contextlib.suppress(ImportError):
+            cls = getattr(importlib.import_module(module), name, None)
+            if isinstance(cls, type) and cls not in found:
+                found.append(cls)
+    return tuple(found)
+
+
+_EXIT, _ABORT, _USAGE = _click_classes("Exit"), _click_classes("Abort"), _click_classes("ClickException")
+
+
+def _run(args: list[str]) -> None:
     try:
         app(args=args, standalone_mode=False)
-    except click.exceptions.Exit as stop:
-        sys.exit(stop.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
+    except _EXIT as stop:
+        sys.exit(getattr(stop, "exit_code", 0))
+    except _ABORT:
+        err_console.print("aborted", markup=False)
         sys.exit(130)
-    except click.ClickException as error:
-        err_console.print(f"error: {error.format_message()}", highlight=False, soft_wrap=True)
+    except _USAGE as error:
+        message = error.format_message()  # type: ignore[attr-defined]
+        if type(error).__name__ == "NoArgsIsHelpError":  # a bare `robustdistill`: the help, not an error
+            if message.strip():
+                console.print(message, markup=False, highlight=False)
+            sys.exit(0)
+        _print_error(message)
         sys.exit(2)
     except RobustDistillError as error:
         if _STATE["debug"]:
             traceback.print_exc()
-        err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
+        _print_error(str(error))
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("interrupted; resume with --resume")
+        err_console.print("interrupted; resume with --resume", markup=False)
         sys.exit(130)
     except Exception as error:  # an unexpected failure: still one line unless --debug
         if _STATE["debug"]:
             traceback.print_exc()
         message = str(error).splitlines()[0] if str(error) else ""
-        err_console.print(
-            f"error: {type(error).__name__}: {message} (run with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_error(f"{type(error).__name__}: {message} (run with --debug for the traceback)")
         sys.exit(1)

@@ -63,7 +63,7 @@ class RunConfig(BaseModel):
     device: str = "auto"
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     deterministic: bool = False
     sync_bn: bool = False
     # evaluation during training, checkpoints, logs
@@ -79,6 +79,14 @@ class RunConfig(BaseModel):
     def _milestones_sorted(cls, value: list[float]) -> list[float]:
         if any(m <= 0 for m in value) or sorted(value) != value:
             raise ValueError("milestones must be positive and increasing (fractions of the run or epoch numbers)")
+        return value
+
+    @field_validator("amp", "channels_last", mode="before")
+    @classmethod
+    def _yaml_switches(cls, value: Any) -> Any:
+        # YAML reads a bare on/off as a boolean: give the switch its word back
+        if isinstance(value, bool):
+            return "on" if value else "off"
         return value
 
     @field_validator("data", "model", "method")

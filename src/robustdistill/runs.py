@@ -18,7 +18,16 @@ from robustdistill.config import RunConfig
 from robustdistill.errors import CheckpointError, ConfigError
 from robustdistill.methods.base import Method
 
-RESULT_FILES = ("model.safetensors", "metrics.jsonl", "checkpoints", "results.json")
+RESULT_FILES = (
+    "model.safetensors",
+    "model.json",
+    "model_ema.safetensors",
+    "model_ema.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "results.json",
+    "tensorboard",
+)
 
 
 @dataclass
@@ -71,10 +80,39 @@ def resolve_weights(path: str | Path) -> Path:
     return path
 
 
+def load_model(path: str | Path) -> tuple[nn.Module, Path]:
+    """A model saved by robustdistill (run directory, `.safetensors` or its `.json`), and its weights file.
+
+    Nothing is ever unpickled: a `.pt`/`.pth`/other file is only opened with `weights_only=True`, so
+    one that needs pickle code is refused with the way to convert a trusted file; a plain state
+    dict is refused too, since it does not say which architecture to build.
+    """
+    weights = resolve_weights(path)
+    if weights.suffix not in (".safetensors", ".json"):
+        model_lib.load_state_dict_file(weights)  # raises CheckpointError for pickle code or damage
+        raise CheckpointError(
+            f"'{weights}' is a plain state dict without the model spec robustdistill needs; build the model "
+            f"with models.create(...), models.load_weights(model, '{weights}') and models.save(model, "
+            "'model.safetensors'), then pass that file"
+        )
+    return model_lib.load(weights), weights
+
+
 def load_teacher(path: str | Path, role: str = "teacher") -> nn.Module:
-    model = model_lib.load(resolve_weights(path))
+    model, _ = load_model(path)
     model.eval()
     return model
+
+
+def check_input_channels(model: nn.Module, dataset: data_lib.ArrayDataset, role: str) -> None:
+    """Refuse a model built for another number of input channels (it would broadcast, not fail)."""
+    expected = int(dataset.images.shape[1])
+    channels = getattr(model, "spec", {}).get("in_channels")
+    if channels is not None and int(channels) != expected:
+        raise ConfigError(
+            f"the {role} takes {channels}-channel images but '{dataset.name}' has {expected}-channel images; "
+            "use a model trained on data with the same number of channels"
+        )
 
 
 def check_label_space(teacher: nn.Module, num_classes: int, method: str, role: str = "teacher") -> bool:
@@ -109,6 +147,8 @@ def create_method(
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a finished or started run unless told to resume or overwrite."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir '{run_dir}' is a file, not a directory; choose another --run-dir")
     existing = [name for name in RESULT_FILES if (run_dir / name).exists()]
     if existing and not resume:
         if not overwrite:
@@ -124,7 +164,10 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
                 target.unlink()
     if resume and not (run_dir / "checkpoints").is_dir():
         raise ConfigError(f"--resume: '{run_dir}' has no checkpoints to resume from")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory '{run_dir}': {error.strerror or error}") from None
 
 
 def sanity_check_teacher(teacher: nn.Module, test: data_lib.ArrayDataset) -> float:
@@ -152,11 +195,15 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
 
     from robustdistill.train import distributed as dist
     from robustdistill.train import fit
+    from robustdistill.utils import resolve_device, seed_everything
 
     console = Console(stderr=True)
-    dist.init_from_env()
+    dist.init_from_env("gloo" if cfg.device == "cpu" else None)  # under torchrun: gloo on CPU, nccl on GPU
     run_dir = cfg.run_path(f"{command}-{cfg.method}-{cfg.model}-{cfg.data}")
+    if not dist.is_initialized():
+        resolve_device(cfg.device)  # an unknown or absent device is refused before anything is written
     datasets = load_datasets(cfg)
+    seed_everything(cfg.seed)  # the initial weights (student, method heads, memory banks) follow --seed
     student = create_model(cfg.model, datasets.train, cfg.model_opts)
     teacher = natural = None
     extra: dict[str, Any] = {}
@@ -166,16 +213,19 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             raise ConfigError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH")
         if cfg.teacher:
             teacher = load_teacher(cfg.teacher)
+            check_input_channels(teacher, datasets.train, "teacher")
             extra["same_label_space"] = check_label_space(teacher, datasets.train.num_classes, cfg.method)
         if cfg.natural_teacher:
             natural = load_teacher(cfg.natural_teacher, "natural teacher")
+            check_input_channels(natural, datasets.train, "natural teacher")
             check_label_space(natural, datasets.train.num_classes, cfg.method, "natural teacher")
         extra["num_samples"] = len(datasets.train)
         extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
     if dist.is_main():
         prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if not resume:  # a resumed run keeps the configuration it began with (checked against its checkpoint)
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
     dist.barrier()
     if not quiet and dist.is_main():
         console.print(
@@ -195,6 +245,8 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
         progress=not quiet,
         augment=augmentation(cfg),
     )
+    if resume and dist.is_main() and not (run_dir / "config.yaml").is_file():
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     if not quiet and dist.is_main():
         console.print(f"done: weights in {run_dir / 'model.safetensors'}, metrics in {run_dir / 'metrics.jsonl'}")
     return run_dir

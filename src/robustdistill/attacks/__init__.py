@@ -28,6 +28,7 @@ from robustdistill.attacks.losses import (
     resolve_loss,
 )
 from robustdistill.attacks.pgd import NORMAL_START_STD, PGD, attack_mode, initial_point, pgd_path
+from robustdistill.attacks.randomness import shared_random_starts
 from robustdistill.attacks.threat import (
     L2Threat,
     LinfThreat,
@@ -69,5 +70,6 @@ __all__ = [
     "project",
     "random_start",
     "resolve_loss",
+    "shared_random_starts",
     "step",
 ]

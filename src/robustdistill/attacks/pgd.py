@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdistill.attacks.losses import InnerLoss, resolve_loss
+from robustdistill.attacks.randomness import batch_noise
 from robustdistill.attacks.threat import ThreatModel, get_threat, normalize_norm
 from robustdistill.errors import ConfigError
 
@@ -117,7 +118,7 @@ def initial_point(
     if kind == "uniform":
         return threat.random_start(x, eps, generator=generator)
     if kind == "normal":
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = batch_noise("normal", x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return threat.project(x + NORMAL_START_STD * noise, x, eps)
     return x.clone()
 

@@ -28,6 +28,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from robustdistill.attacks.randomness import batch_noise
 from robustdistill.errors import ConfigError
 
 NormName = Literal["linf", "l2"]
@@ -115,7 +116,7 @@ class LinfThreat(ThreatModel):
         return projected.clamp(0.0, 1.0)
 
     def random_start(self, x: Tensor, eps: float | Tensor, generator: torch.Generator | None = None) -> Tensor:
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = batch_noise("uniform", x.shape, generator=generator, device=x.device, dtype=x.dtype)
         delta = (2.0 * noise - 1.0) * per_sample(eps, x)
         return (x + delta).clamp(0.0, 1.0)
 
@@ -141,9 +142,9 @@ class L2Threat(ThreatModel):
         """Uniform in the ball: Gaussian direction normalised, radius `eps * U^(1/d)`, `d` = features."""
         batch = x.shape[0]
         dim = x[0].numel()
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = batch_noise("normal", x.shape, generator=generator, device=x.device, dtype=x.dtype)
         direction = direction / _flat_norm(direction).clamp_min(1e-12)
-        u = torch.rand(batch, generator=generator, device=x.device, dtype=x.dtype)
+        u = batch_noise("uniform", (batch,), generator=generator, device=x.device, dtype=x.dtype)
         radius = u.pow(1.0 / dim).view(-1, *([1] * (x.dim() - 1))) * per_sample(eps, x)
         return self.project(x + direction * radius, x, eps)
 

@@ -81,7 +81,12 @@ def run(
     settings: dict[str, Any] = {}
     seconds: dict[str, float] = {name: 0.0 for name in names}
     torch.manual_seed(seed)
-    built = {name: attack_lib.create(name, model, eps=eps, norm=norm, seed=seed) for name in names if name != "clean"}
+    # FGSM is deterministic and takes no seed; every other attack is seeded for repeatable records.
+    built = {
+        name: attack_lib.create(name, model, eps=eps, norm=norm, **({} if name == "fgsm" else {"seed": seed}))
+        for name in names
+        if name != "clean"
+    }
     for name, attack in built.items():
         settings[name] = describe(attack)
     settings["clean"] = {}

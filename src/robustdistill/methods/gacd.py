@@ -213,15 +213,35 @@ class GACD(Method):
             return None
         return self.memory.sample_negatives(index, self.nce_k)
 
+    def gather_negatives(self, negatives: Tensor | None) -> tuple[Tensor, Tensor] | None:
+        """The memory rows of the slots `negatives` (B, K): `(student bank, teacher bank)`, each (B, K, d).
+
+        Gathered once per batch and reused by every attack step and by the loss (the memory changes
+        only after the loss), instead of one (B, K, d) gather per bank per call. None for infonce.
+        """
+        if self.memory is None or negatives is None:
+            return None
+        bank = self.memory
+        flat = negatives.reshape(-1)
+        shape = (*negatives.shape, bank.dim)
+        return bank.student.index_select(0, flat).view(shape), bank.teacher.index_select(0, flat).view(shape)
+
     def contrastive_loss(
-        self, z_t: Tensor, z_s: Tensor, negatives: Tensor | None = None
+        self,
+        z_t: Tensor,
+        z_s: Tensor,
+        negatives: Tensor | tuple[Tensor, Tensor] | None = None,
+        *,
+        teacher_scores: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Per-sample contrastive loss `l` (B,) of embeddings `z_t`, `z_s`, and the NCE `log Z` estimate.
 
         `nce`: `l_i = l_i(teacher anchor vs student bank) + l_i(student anchor vs teacher bank)`,
-        negatives the bank slots `negatives` (B, K), read without gradient; `log Z` is the stored
+        negatives the bank slots `negatives` (B, K) (or their rows from `gather_negatives`), read
+        without gradient; `log Z` is the stored
         constant where set, else estimated from this batch (the estimate is returned so the caller
-        can store it once the loss is computed). `infonce`: teacher-anchored in-batch InfoNCE.
+        can store it once the loss is computed); `teacher_scores` are the anchor's scores against the
+        student bank when already known (fixed anchor). `infonce`: teacher-anchored in-batch InfoNCE.
         """
         if self.memory is None:
             return infonce_loss(z_t, z_s, temperature=self.temperature), None
@@ -230,12 +250,13 @@ class GACD(Method):
         bank = self.memory
         with torch.autocast(device_type=z_t.device.type, enabled=False):
             z_t, z_s = z_t.float(), z_s.float()
-            flat = negatives.reshape(-1)
-            shape = (*negatives.shape, bank.dim)
-            neg_student = bank.student.index_select(0, flat).view(shape)
-            neg_teacher = bank.teacher.index_select(0, flat).view(shape)
+            gathered = negatives if isinstance(negatives, tuple) else self.gather_negatives(negatives)
+            assert gathered is not None
+            neg_student, neg_teacher = gathered
             positive = (z_t * z_s).sum(dim=1)
-            scores_t = torch.einsum("bkd,bd->bk", neg_student, z_t)  # teacher anchor vs student bank
+            if teacher_scores is None:
+                teacher_scores = torch.einsum("bkd,bd->bk", neg_student, z_t)  # teacher anchor vs student bank
+            scores_t = teacher_scores
             scores_s = torch.einsum("bkd,bd->bk", neg_teacher, z_s)  # student anchor vs teacher bank
         n, tau = bank.num_samples, self.temperature
         estimate = torch.stack(
@@ -250,7 +271,12 @@ class GACD(Method):
         return loss, estimate
 
     def guided_examples(
-        self, student: nn.Module, x: Tensor, y: Tensor, anchor: Tensor, negatives: Tensor | None = None
+        self,
+        student: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        anchor: Tensor,
+        negatives: Tensor | tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """`x'`: PGD on the student maximising the per-sample contrastive loss against the fixed `anchor`.
 
@@ -263,9 +289,15 @@ class GACD(Method):
             return self.attack.pgd(net, loss="ce")(x, y)
         anchor = anchor.detach()
         head = self.embed_s
+        if isinstance(negatives, Tensor):
+            negatives = self.gather_negatives(negatives)  # once for all the attack's steps
+        teacher_scores = None
+        if negatives is not None:  # fixed anchor and memory: its scores are the same at every step
+            with torch.no_grad(), torch.autocast(device_type=anchor.device.type, enabled=False):
+                teacher_scores = torch.einsum("bkd,bd->bk", negatives[0], anchor.float())
 
         def objective(features: Tensor, labels: Tensor) -> Tensor:
-            return self.contrastive_loss(anchor, head(features), negatives)[0]
+            return self.contrastive_loss(anchor, head(features), negatives, teacher_scores=teacher_scores)[0]
 
         return self.attack.pgd(net, loss=FeatureLoss(objective))(x, y)
 
@@ -278,7 +310,7 @@ class GACD(Method):
                 f"the teacher gave {teacher_features.shape[1]}-d features but gacd was built for {self.teacher_dim}"
             )
         z_t = self.embed_t(teacher_features.detach())
-        negatives = self.sample_negatives(index)
+        negatives = self.gather_negatives(self.sample_negatives(index))  # one gather for attack and loss
         x_adv = self.guided_examples(student, x, y, z_t, negatives)
         logits_adv, features_adv = logits_and_features(student, x_adv)
         if features_adv.shape[1] != self.student_dim:

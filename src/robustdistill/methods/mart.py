@@ -42,8 +42,8 @@ class MART(Method):
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         x_adv = self.attack.pgd(student, loss="ce")(x, y)
-        logits = student(torch.cat([x, x_adv]))
-        logits_clean, logits_adv = logits.chunk(2)
+        # Separate passes, as in the official code: BatchNorm keeps clean and adversarial statistics apart.
+        logits_clean, logits_adv = student(x), student(x_adv)
         bce = boosted_cross_entropy(logits_adv, y)
         p_true = F.softmax(logits_clean.float(), dim=1).gather(1, y[:, None]).squeeze(1)
         robust = (kl_div(logits_clean, logits_adv) * (1 - p_true)).mean()

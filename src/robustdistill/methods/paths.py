@@ -18,7 +18,8 @@ Choices of this reconstruction: aligned steps are 1-based (step k is the iterate
 z_K the final example); `least-likely` is the teacher's least probable class on clean x; `weighting=last`
 aligns only the last aligned step; the adaptive weights are computed as softmax_k(l/gamma + rho·log p_T(y|z)),
 the renormalised product without underflow. `chunk_size` splits the alignment batch without changing the
-loss or gradients, except through BatchNorm batch statistics of a student in train mode. The per-epoch
+loss or gradients, except through BatchNorm batch statistics of a student in train mode (on the CPU, 0 still
+splits where that changes nothing: `_chunk_sizes`). The per-epoch
 diagnostics are plain tensors, not buffers: a run resumed mid-epoch restarts their averages.
 """
 
@@ -297,10 +298,11 @@ class AdversarialPaths(Method):
         n_steps, width = chosen.shape[0], chosen.shape[1]  # width = n_branches · B
         points = chosen.flatten(0, 1).to(x.dtype)  # step-major: row s·width + j is step s, column j
 
+        teacher_chunk, student_chunk = self._chunk_sizes(student, points)
         with torch.no_grad():
-            teacher_points = _chunked(teacher, points, self.chunk_size)
+            teacher_points = _chunked(teacher, points, teacher_chunk)
         teacher_all = torch.cat([teacher_clean, teacher_points])
-        kl_all, student_pred = self._align(student, torch.cat([x, points]), teacher_all)
+        kl_all, student_pred = self._align(student, torch.cat([x, points]), teacher_all, student_chunk)
 
         kl_nat = kl_all[:batch].mean()
         kl_path = kl_all[batch:].view(n_steps, width)
@@ -327,9 +329,29 @@ class AdversarialPaths(Method):
         self._accumulate(kl_path, weights, teacher_points, y_columns, last_pred, targets, batch)
         return {"loss": loss, **terms}
 
-    def _align(self, student: nn.Module, inputs: Tensor, teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+    def _chunk_sizes(self, student: nn.Module, points: Tensor) -> tuple[int, int]:
+        """Rows per alignment call for the teacher and the student (0 = one call).
+
+        `chunk_size > 0` sets both. With 0 the passes are one call each, except on the CPU, where a
+        call over thousands of rows runs two to three times slower per row than calls of a batch
+        (the activations no longer fit the caches): there the teacher (eval mode, so the same
+        logits) and a student without BatchNorm layers in train mode (the same logits and
+        gradients, up to float rounding and dropout masks, which are drawn per call) go through in
+        chunks of one batch.
+        """
+        if self.chunk_size or points.device.type != "cpu":
+            return self.chunk_size, self.chunk_size
+        rows = points.shape[0] // len(self.used_steps) // len(self.branch_names)  # the batch size B
+        shared_statistics = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in student.modules()
+        )
+        return rows, 0 if shared_statistics else rows
+
+    def _align(
+        self, student: nn.Module, inputs: Tensor, teacher_logits: Tensor, chunk: int | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Per-sample `KL(p_T ‖ p_S)` (with grad) and the student's detached predictions, chunk by chunk."""
-        size = self.chunk_size or inputs.shape[0]
+        size = (self.chunk_size if chunk is None else chunk) or inputs.shape[0]
         kls, preds = [], []
         for start in range(0, inputs.shape[0], size):
             logits = student(inputs[start : start + size])

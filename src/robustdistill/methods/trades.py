@@ -39,8 +39,8 @@ class TRADES(Method):
             clean_probs = F.softmax(student(x).float(), dim=1)
         student.train(was_training)
         x_adv = self.attack.pgd(student, loss=KLToSoftLabels(clean_probs), random_start="normal")(x, y)
-        logits = student(torch.cat([x, x_adv]))
-        logits_clean, logits_adv = logits.chunk(2)
+        # Separate passes, as in the official code: BatchNorm keeps clean and adversarial statistics apart.
+        logits_clean, logits_adv = student(x), student(x_adv)
         ce = F.cross_entropy(logits_clean, y)
         robust = kl_batchmean(logits_clean, logits_adv)
         loss = ce + self.beta * robust

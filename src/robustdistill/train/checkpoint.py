@@ -9,6 +9,7 @@ uses `torch.load(weights_only=True)`, so no code from a file is ever executed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -20,22 +21,33 @@ from typing import Any
 import torch
 
 from robustdistill.errors import CheckpointError
+from robustdistill.train import faults
 
 MAGIC = b"RDCKPT"
 FORMAT_VERSION = 1
 _HEADER = len(MAGIC) + 1 + 64
 PATTERN = "step-*.ckpt"
+TEMP_PATTERN = ".*.tmp-*"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and a rename."""
+def atomic_write_bytes(path: Path, data: bytes, *, step: int | None = None) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and a rename.
+
+    `step` only identifies the write for the test-only fault injection (`train/faults.py`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            faults.during_checkpoint(step, handle, data)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -50,7 +62,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest().encode()
     path = Path(path)
-    atomic_write_bytes(path, MAGIC + bytes([FORMAT_VERSION]) + digest + payload)
+    step = state.get("global_step")
+    atomic_write_bytes(path, MAGIC + bytes([FORMAT_VERSION]) + digest + payload, step=step)
     return path
 
 
@@ -95,6 +108,16 @@ def latest_valid_checkpoint(
         except CheckpointError as error:
             warnings.warn(f"{error}; falling back to an older checkpoint", stacklevel=2)
     return None
+
+
+def remove_temporaries(directory: str | Path) -> list[Path]:
+    """Delete temporary files a killed writer left behind (never a complete checkpoint)."""
+    removed = []
+    for tmp in Path(directory).glob(TEMP_PATTERN):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def prune_checkpoints(directory: str | Path, keep: int) -> None:

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from robustdistill.errors import ConfigError
+
 
 def is_initialized() -> bool:
     return torch_dist.is_available() and torch_dist.is_initialized()
@@ -43,14 +45,87 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+class StudentDDP(nn.parallel.DistributedDataParallel):
+    """DDP on the student that synchronises only the training passes.
+
+    Calls made while the student's parameters are frozen (attacks run the model under
+    `attack_mode`) or without autograd go straight to the wrapped network: no buffer broadcast,
+    no gradient-reducer bookkeeping, no collective per attack step. Passes that can produce
+    parameter gradients go through DDP, which averages the gradients over ranks in `backward`.
+    """
+
+    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
+        super().__init__(module, **kwargs)
+        self._probe = next((p for p in module.parameters() if p.requires_grad), None)
+
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        if self._probe is None or not self._probe.requires_grad or not torch.is_grad_enabled():
+            return self.module(*inputs, **kwargs)
+        return super().forward(*inputs, **kwargs)
+
+
 def wrap(model: nn.Module, *, sync_bn: bool = False) -> nn.Module:
-    """DDP-wrap the student (only the student: teachers stay plain, frozen replicas)."""
+    """DDP-wrap the student (only the student: teachers stay plain, frozen replicas).
+
+    With `sync_bn` (GPU only), BatchNorm layers become `SyncBatchNorm` (statistics over the global batch);
+    the layers are replaced inside `model`, sharing its parameters, so `model` stays the network
+    to save. Without it each rank normalises with its own slice's statistics.
+    """
     if not is_initialized():
         return model
+    on_gpu = next(model.parameters()).is_cuda
+    if sync_bn and not on_gpu:
+        raise ConfigError(
+            "sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU kernels); on CPU drop sync_bn: "
+            "each rank then normalises over its own slice of the global batch"
+        )
     if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if converted is not model:  # only when `model` itself is a BatchNorm layer
+            raise ValueError("sync_bn needs a network that contains BatchNorm layers, not a bare BatchNorm layer")
+    device_ids = [torch.cuda.current_device()] if on_gpu else None
+    return StudentDDP(model, device_ids=device_ids, gradient_as_bucket_view=True)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DDP wrapper (or `model` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def per_rank_batch(global_batch: int, world: int | None = None) -> int:
+    """Samples per rank for a global batch: `global_batch / world`, which must divide evenly."""
+    world = world_size() if world is None else world
+    if global_batch % world:
+        raise ConfigError(
+            f"batch_size is the global batch and must be divisible by the {world} processes; "
+            f"got {global_batch} (try {max(world, global_batch // world * world)})"
+        )
+    return global_batch // world
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers into every rank (one broadcast per tensor)."""
+    if not is_initialized():
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            torch_dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(parameters: list[nn.Parameter]) -> None:
+    """Average `.grad` over ranks for parameters outside the DDP wrapper (a method's own heads)."""
+    if not is_initialized():
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch_dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
 
 
 def barrier() -> None:
@@ -69,8 +144,17 @@ def mean_dict(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, tensor.tolist(), strict=True))
 
 
-def gather_rng(state: dict[str, Any]) -> Any:
-    """Every rank's RNG state (a list under DDP, so each rank resumes its own stream)."""
+def sum_list(values: list[float]) -> list[float]:
+    """Sum scalars over ranks (one all-reduce); the values themselves in one process."""
+    if not is_initialized() or not values:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device())
+    torch_dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gather_rng(state: Any) -> Any:
+    """Every rank's copy of `state` (RNG states, ...): a list under DDP, so each rank resumes its own."""
     if not is_initialized():
         return state
     states: list[Any] = [None] * world_size()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -11,18 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustdistill.attacks.randomness import shared_random_starts
 from robustdistill.config import RunConfig, build
 from robustdistill.data import ArrayDataset, Loader
+from robustdistill.data.loader import stream_seed
 from robustdistill.errors import CheckpointError, TrainingError
 from robustdistill.methods.base import Method
 from robustdistill.train import distributed as dist
+from robustdistill.train import faults
 from robustdistill.train.checkpoint import (
     checkpoint_path,
     latest_valid_checkpoint,
     prune_checkpoints,
+    remove_temporaries,
     save_checkpoint,
 )
 from robustdistill.train.ema import EMA
@@ -32,6 +38,28 @@ from robustdistill.train.schedule import make_scheduler
 from robustdistill.utils import resolve_device, seed_everything
 
 CHECKPOINT_FORMAT = 1
+#: stream key of the per-step seed of the attacks' random starts (see `attacks.randomness`)
+_ATTACK_STREAM = 2
+_STATE_KEYS = ("model", "method", "optimizer", "scheduler", "accumulator", "epoch", "batch", "global_step", "rng")
+# Configuration keys that may change between a run and its resumption without changing the result.
+_FREE_ON_RESUME = frozenset(
+    {
+        "name",
+        "run_dir",
+        "overwrite",
+        "data_dir",
+        "download",
+        "teacher",
+        "natural_teacher",
+        "device",
+        "eval_every",
+        "eval_n",
+        "eval_attacks",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    }
+)
 
 
 @dataclass
@@ -55,7 +83,13 @@ def _channels_last(device: torch.device, config: RunConfig) -> bool:
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        # NumPy's state as plain values and a tensor, which weights_only loading accepts
+        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -64,6 +98,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    if "numpy" in state:
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -120,6 +157,25 @@ class _Accumulator:
         self.count = int(state["count"])
 
 
+def _check_resumable(path: Path, state: Any, cfg: RunConfig) -> None:
+    """Refuse a checkpoint that is not a training state of this run's configuration."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint '{path}' is not a training state of format {CHECKPOINT_FORMAT}")
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' lacks {', '.join(missing)}; it was not written by fit")
+    saved = state.get("config")
+    current = cfg.model_dump(mode="json")
+    if isinstance(saved, dict):
+        changed = [k for k in current if k not in _FREE_ON_RESUME and k in saved and saved[k] != current[k]]
+        if changed:
+            details = ", ".join(f"{k} was {saved[k]!r}, now {current[k]!r}" for k in changed[:3])
+            raise CheckpointError(
+                f"--resume with a different configuration than the checkpoint '{path.name}' ({details}); "
+                "resume with the values the run started with, or start a new run"
+            )
+
+
 def _resolve_config(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     base = config.model_dump() if config is not None else {}
     base.update(overrides)
@@ -155,17 +211,19 @@ def fit(
     memory_format = torch.channels_last if _channels_last(device, cfg) else torch.preserve_format
     student.to(device=device, memory_format=memory_format)
     method.to(device)
+    for teacher in method.teachers():  # teachers see the student's (channels_last) inputs: same layout
+        teacher.to(memory_format=memory_format)
     model = dist.wrap(student, sync_bn=cfg.sync_bn)
+    dist.broadcast_module(method)  # a method's own heads and state start equal on every rank
 
-    trainable = [p for p in student.parameters() if p.requires_grad] + [
-        p for p in method.parameters() if p.requires_grad
-    ]
+    method_trainable = [p for p in method.parameters() if p.requires_grad]  # outside DDP: averaged by hand
+    trainable = [p for p in student.parameters() if p.requires_grad] + method_trainable
     optimizer = torch.optim.SGD(
         trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
     )
-    loader = Loader(
+    loader = Loader(  # batch_size is the global batch: each rank takes its slice of every global batch
         train_data,
-        cfg.batch_size,
+        dist.per_rank_batch(cfg.batch_size, world),
         shuffle=True,
         seed=cfg.seed,
         augment=augment,
@@ -178,7 +236,7 @@ def fit(
     if steps_per_epoch == 0:
         raise TrainingError(
             f"the training set has {len(train_data)} samples, fewer than one batch of "
-            f"{cfg.batch_size * world}; lower --batch-size or raise --subset"
+            f"{cfg.batch_size}; lower --batch-size or raise --subset"
         )
     scheduler = make_scheduler(
         optimizer,
@@ -198,17 +256,23 @@ def fit(
         found = latest_valid_checkpoint(ckpt_dir, map_location=device)
         if found is None:
             raise CheckpointError(f"--resume was given but '{ckpt_dir}' holds no valid checkpoint")
-        _, state = found
-        student.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        accumulator.load(state["accumulator"])
-        start_epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
-        rng = state["rng"][rank] if isinstance(state["rng"], list) else state["rng"]
-        _set_rng_state(rng)
+        path, state = found
+        _check_resumable(path, state, cfg)
+        try:
+            student.load_state_dict(state["model"])
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            accumulator.load(_this_rank(state["accumulator"], rank))
+            start_epoch, start_batch, global_step = int(state["epoch"]), int(state["batch"]), int(state["global_step"])
+            _set_rng_state(_this_rank(state["rng"], rank))
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise CheckpointError(f"checkpoint '{path}' does not fit this run: {reason}") from None
+        if dist.is_main():
+            remove_temporaries(ckpt_dir)
         log.truncate_after(global_step)
 
     def make_state(epoch: int, batch: int) -> dict[str, Any]:
@@ -220,7 +284,7 @@ def fit(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
-            "accumulator": accumulator.state(),
+            "accumulator": dist.gather_rng(accumulator.state()),
             "epoch": epoch,
             "batch": batch,
             "global_step": global_step,
@@ -254,10 +318,15 @@ def fit(
                     x = x.contiguous(memory_format=torch.channels_last)
                 model.train()
                 method.train()
-                with _autocast(device, cfg):
+                # Random starts are a function of (seed, step, position in the global batch), so they
+                # do not depend on the number of ranks nor on an interruption.
+                step_seed = stream_seed(cfg.seed, global_step, _ATTACK_STREAM)
+                with _autocast(device, cfg), shared_random_starts(step_seed, rank=rank, world_size=world):
                     terms = method(model, x, y, index)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
+                if world > 1 and method_trainable:
+                    dist.average_gradients(method_trainable)
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
                 optimizer.step()
@@ -273,11 +342,13 @@ def fit(
                     means = dist.mean_dict(accumulator.means())
                     rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
                     bar.update(global_step, epoch=epoch + 1, epochs=cfg.epochs, rate=rate, **means)
+                faults.after_step(global_step)
                 if (
                     cfg.checkpoint_every
                     and global_step % cfg.checkpoint_every == 0
                     and batch_index + 1 < steps_per_epoch
                 ):
+                    accumulator.check_finite(last_terms)  # never checkpoint weights a NaN has reached
                     write_checkpoint(epoch, batch_index + 1)
             accumulator.check_finite(last_terms)
             record: dict[str, Any] = {
@@ -301,7 +372,8 @@ def fit(
             bar.log_epoch(record)
             write_checkpoint(epoch + 1, 0)
     log.close()
-    if dist.is_main():
+    finished_before = resume and start_epoch >= cfg.epochs and _final_saved(run_dir, ema)
+    if dist.is_main() and not finished_before:  # resuming a finished run leaves its results as they are
         _save_final(student, ema, run_dir)
     dist.barrier()
     return FitResult(run_dir=run_dir, global_step=global_step, history=history)
@@ -311,22 +383,57 @@ def _enumerate_from(loader: Loader, first: int) -> Iterator[tuple[int, tuple[Ten
     return enumerate(loader.iterate(start_batch=first), start=first)
 
 
+def _this_rank(saved: Any, rank: int) -> Any:
+    """This rank's entry of a per-rank list in a checkpoint (rank 0's when the run had fewer ranks)."""
+    if isinstance(saved, list):
+        return saved[rank] if rank < len(saved) else saved[0]
+    return saved
+
+
 def _evaluate_during_training(model: nn.Module, data: ArrayDataset, cfg: RunConfig) -> dict[str, float]:
-    """A quick evaluation on a fixed subset; the training RNG is left untouched."""
+    """A quick evaluation on a fixed subset; the training RNG is left untouched.
+
+    Under DDP the subset is split into contiguous shards, one per rank, and the accuracies are
+    reduced over ranks (weighted by shard size): the same examples as one process, `world` times faster.
+    """
+    from robustdistill.data import subset
     from robustdistill.evaluate import run as run_evaluation
 
-    with torch.random.fork_rng(devices=[]):
-        record = run_evaluation(
-            model,
-            data,
-            attacks=cfg.eval_attacks,
-            eps=cfg.resolved_eps(),
-            n=cfg.eval_n,
-            batch_size=max(cfg.batch_size, 256),
-            seed=cfg.seed,
-            progress=False,
-        )
-    return {f"eval_{name}": acc for name, acc in record["accuracy"].items() if not math.isnan(acc)}
+    chosen = subset(data, cfg.eval_n, seed=cfg.seed) if cfg.eval_n < len(data) else data
+    rank, world = dist.rank(), dist.world_size()
+    shard = chosen
+    if world > 1:
+        keep = slice(len(chosen) * rank // world, len(chosen) * (rank + 1) // world)
+        shard = dataclasses.replace(chosen, images=chosen.images[keep], labels=chosen.labels[keep])
+    accuracy: dict[str, float] = {}
+    if len(shard):
+        with torch.random.fork_rng(devices=[]):
+            record = run_evaluation(
+                model,
+                shard,
+                attacks=cfg.eval_attacks,
+                eps=cfg.resolved_eps(),
+                batch_size=max(cfg.batch_size, 256),
+                seed=cfg.seed,
+                progress=False,
+            )
+        accuracy = dict(record["accuracy"])
+    if world > 1:  # every rank runs the same attacks; an empty shard adds zeros
+        names = _eval_names(cfg)
+        weighted = [accuracy.get(name, 0.0) * len(shard) for name in names]
+        accuracy = dict(zip(names, (total / len(chosen) for total in dist.sum_list(weighted)), strict=True))
+    return {f"eval_{name}": acc for name, acc in accuracy.items() if not math.isnan(acc)}
+
+
+def _eval_names(cfg: RunConfig) -> list[str]:
+    from robustdistill.evaluate.suite import parse_attacks
+
+    return [*parse_attacks(cfg.eval_attacks), "worst_case"]
+
+
+def _final_saved(run_dir: Path, ema: EMA | None) -> bool:
+    names = ["model"] + (["model_ema"] if ema is not None else [])
+    return all((run_dir / f"{name}{suffix}").is_file() for name in names for suffix in (".safetensors", ".json"))
 
 
 def _save_final(student: nn.Module, ema: EMA | None, run_dir: Path) -> None:

@@ -14,6 +14,15 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _step(line: str) -> float:
+    """The `step` of one log line; damaged or empty lines sort after every step (so are dropped)."""
+    try:
+        record = json.loads(line)
+        return float(record.get("step", 0)) if isinstance(record, dict) else math.inf
+    except (ValueError, TypeError):
+        return math.inf
+
+
 class MetricsLog:
     """Appends records to `metrics.jsonl`; a resumed run drops records past its checkpoint."""
 
@@ -30,15 +39,16 @@ class MetricsLog:
                 self._writer = None
 
     def truncate_after(self, global_step: int) -> None:
-        """Keep only records up to `global_step` (used on resume so no record is duplicated)."""
+        """Keep only records up to `global_step` (used on resume so no record is duplicated).
+
+        A line a killed process left half written is dropped; the file is replaced atomically.
+        """
         if not self.enabled or not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line and json.loads(line).get("step", 0) <= global_step
-        ]
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+        kept = [line for line in self.path.read_text(errors="replace").splitlines() if _step(line) <= global_step]
+        from robustdistill.train.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(self.path, "".join(f"{line}\n" for line in kept).encode())
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -61,4 +71,4 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip() and _step(line) < math.inf]

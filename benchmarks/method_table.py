@@ -1,0 +1,195 @@
+"""The full method table: every method with identical teacher, student, data, epochs and seed.
+
+Each entry trains a student through the same code path as `robustdistill distill` /
+`train-teacher`, then runs the attack suite on a fixed class-balanced test subset. Results go
+to `<out>/<label>.json` (one record per result) and `<out>/table.md`. Finished entries are
+skipped on a rerun, so an interrupted benchmark continues where it stopped.
+
+Example (the command recorded in benchmarks/results/fashion-mnist/table.md):
+
+    python benchmarks/method_table.py --teacher runs/bench/teacher --natural-teacher runs/bench/natural \
+        --out benchmarks/results/fashion-mnist --work runs/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustdistill import data as data_lib
+from robustdistill import models
+from robustdistill.config import load_config
+from robustdistill.evaluate import environment, markdown_table, print_table, run, write_record
+from robustdistill.runs import train_from_config
+
+# label -> (method, method options, needs a teacher)
+ENTRIES: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "pgd-at": ("pgd-at", {}, False),
+    "trades": ("trades", {}, False),
+    "mart": ("mart", {}, False),
+    "kd": ("kd", {}, True),
+    "ard": ("ard", {}, True),
+    "iad": ("iad", {"warmup_epochs": 2}, True),
+    "rslad": ("rslad", {}, True),
+    "adaad": ("adaad", {}, True),
+    "mtard": ("mtard", {}, True),
+    "paths": ("paths", {}, True),
+    "paths-untargeted": ("paths", {"branches": "untargeted"}, True),
+    "paths-targeted": ("paths", {"branches": "targeted"}, True),
+    "paths-uniform": ("paths", {"weighting": "uniform"}, True),
+    "paths-last": ("paths", {"weighting": "last"}, True),
+    "gacd-nce": ("gacd", {"estimator": "nce"}, True),
+    "gacd-nce-noreweight": ("gacd", {"estimator": "nce", "reweight": "none"}, True),
+    "gacd-infonce": ("gacd", {"estimator": "infonce"}, True),
+    "gacd-infonce-noreweight": ("gacd", {"estimator": "infonce", "reweight": "none"}, True),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True, help="teacher run directory or weights file")
+    parser.add_argument("--natural-teacher", help="natural teacher for mtard (skipped without it)")
+    parser.add_argument("--out", default="benchmarks/results/fashion-mnist")
+    parser.add_argument("--work", default="runs/bench", help="where the student runs are written")
+    parser.add_argument("--only", help="comma-separated entry labels (default: all)")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--student", default="smallcnn")
+    parser.add_argument("--subset", type=int, default=5000)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=5, help="PGD steps of every method's inner maximisation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=1000, help="test images for clean, FGSM, PGD-20 and CW")
+    parser.add_argument("--attacks", default="clean,fgsm,pgd-20,cw")
+    parser.add_argument("--aa-n", type=int, default=200, help="test images for AutoAttack (standard)")
+    parser.add_argument("--teacher-record", help="the teacher's evaluation record (same attacks and subset)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from the records")
+    return parser.parse_args(argv)
+
+
+def train_entry(label: str, args: argparse.Namespace) -> Path:
+    method, options, needs_teacher = ENTRIES[label]
+    run_dir = Path(args.work) / label
+    if (run_dir / "model.safetensors").exists():
+        return run_dir
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    flags: dict[str, Any] = {
+        "data": args.data,
+        "model": args.student,
+        "method": method,
+        "method_opts": options,
+        "subset": args.subset,
+        "test_subset": 500,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "eps": args.eps,
+        "steps": args.steps,
+        "seed": args.seed,
+        "run_dir": str(run_dir),
+        "overwrite": not resume,
+        "eval_attacks": ["clean", "pgd-20"],
+    }
+    command = "train-teacher"
+    if needs_teacher:
+        command = "distill"
+        flags["teacher"] = args.teacher
+        if method == "mtard":
+            flags["natural_teacher"] = args.natural_teacher
+    train_from_config(command, load_config(flags=flags), resume=resume, quiet=False)
+    return run_dir
+
+
+def evaluate_model(model: torch.nn.Module, test: data_lib.ArrayDataset, args: argparse.Namespace) -> dict[str, Any]:
+    """The attack suite on `n` images, then standard AutoAttack on its own (smaller) subset of `aa_n`."""
+    record = run(model, test, attacks=args.attacks, eps=args.eps, n=args.n, seed=args.seed)
+    record.pop("per_sample_worst_case")
+    if args.aa_n:
+        strong = run(model, test, attacks=["autoattack"], eps=args.eps, n=args.aa_n, seed=args.seed)
+        record["accuracy"]["autoattack"] = strong["accuracy"]["autoattack"]
+        record["attacks"]["autoattack"] = {**strong["attacks"]["autoattack"], "n_examples": strong["n_examples"]}
+        record["seconds"]["autoattack"] = strong["seconds"]["autoattack"]
+    return record
+
+
+def evaluate_entry(label: str, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.out) / f"{label}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    model = models.load(run_dir / "model.safetensors").eval()
+    test = data_lib.load(args.data, "test")
+    record = evaluate_model(model, test, args)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    record.update(
+        label=label,
+        method=ENTRIES.get(label, (label, {}, False))[0],
+        method_opts=ENTRIES.get(label, (label, {}, False))[1],
+        train_seconds=sum(r.get("seconds", 0.0) for r in metrics),
+        run_dir=str(run_dir),
+    )
+    write_record(record, path)
+    return record
+
+
+def write_table(records: dict[str, dict[str, Any]], args: argparse.Namespace, command: str) -> Path:
+    lines = [
+        f"# Method table: {args.data}, eps {args.eps}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}. Student `{args.student}`, teacher `{args.teacher}`; every method trained "
+        f"{args.epochs} epochs on the same {args.subset}-image class-balanced training subset (seed {args.seed}), "
+        f"batch {args.batch_size}, lr {args.lr}, {args.steps}-step PGD (step eps/4) for every inner maximisation. "
+        f"Accuracy (%) on a fixed class-balanced subset of {args.n} test images; `worst_case` counts an image only "
+        "if it survives clean, FGSM, PGD-20 and CW. AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) runs on "
+        f"its own class-balanced subset of {args.aa_n} test images (CPU time).",
+        "",
+        markdown_table(records),
+        "",
+        "Training time (s, on this machine): "
+        + ", ".join(f"{label} {r['train_seconds']:.0f}" for label, r in records.items()),
+        "",
+    ]
+    path = Path(args.out) / "table.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    labels = args.only.split(",") if args.only else list(ENTRIES)
+    records: dict[str, dict[str, Any]] = {}
+    teacher_record = Path(args.teacher_record) if args.teacher_record else None
+    if teacher_record is not None and teacher_record.exists():
+        records["teacher"] = json.loads(teacher_record.read_text())
+    for label in [] if args.table_only else labels:
+        if ENTRIES[label][0] == "mtard" and not args.natural_teacher:
+            print(f"skipping {label}: no --natural-teacher", file=sys.stderr)
+            continue
+        run_dir = train_entry(label, args)
+        records[label] = evaluate_entry(label, run_dir, args)
+        print_table({label: records[label]})
+    for path in sorted(Path(args.out).glob("*.json")):
+        label = path.stem
+        if label in ENTRIES and label not in records:
+            records[label] = json.loads(path.read_text())
+    ordered = {k: records[k] for k in ["teacher", *ENTRIES] if k in records}
+    print_table(ordered)
+    print(f"table: {write_table(ordered, args, command)}; environment: {environment()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""`robustdistill demo`: the main job end to end, offline.
+
+Train a robust teacher with PGD-AT, distil a smaller student with several methods (plus the
+same student trained with PGD-AT alone as the no-teacher baseline), evaluate every model under
+attack, print the comparison table and write `report.md` with figures.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from robustdistill import data as data_lib
+from robustdistill import models
+from robustdistill.config import load_config
+from robustdistill.errors import ConfigError, DataError
+from robustdistill.evaluate import print_table, run, write_record
+from robustdistill.runs import train_from_config
+
+console = Console(stderr=True)
+
+TEACHER = {"model": "smallcnn", "model_opts": {}}
+STUDENT = {"model": "smallcnn", "model_opts": {"width": 0.5, "hidden": 100}}
+STUDENT_METHODS = ("pgd-at", "rslad", "paths", "gacd")
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How much work the demo does: training subset, epochs, attack steps, evaluation subsets."""
+
+    subset: int | None
+    teacher_epochs: int
+    epochs: int
+    steps: int
+    batch_size: int
+    eval_n: int
+    autoattack_n: int
+    #: "autoattack" (standard: APGD-CE, APGD-T, FAB-T, Square) or a quicker custom subset of its attacks
+    autoattack: str
+    sweep_n: int
+    sweep_points: int
+    methods: tuple[str, ...] = STUDENT_METHODS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SIZES = {
+    # CI smoke size: seconds, numbers meaningless.
+    "tiny": DemoSize(
+        subset=256,
+        teacher_epochs=1,
+        epochs=1,
+        steps=2,
+        batch_size=64,
+        eval_n=64,
+        autoattack_n=16,
+        autoattack="apgd-ce",
+        sweep_n=64,
+        sweep_points=3,
+    ),
+    # The default: a few minutes on 2 CPU cores.
+    "small": DemoSize(
+        subset=4000,
+        teacher_epochs=4,
+        epochs=4,
+        steps=5,
+        batch_size=128,
+        eval_n=500,
+        autoattack_n=200,
+        autoattack="apgd-ce+apgd-t",
+        sweep_n=200,
+        sweep_points=7,
+    ),
+    # The benchmark-sized configuration: the full training set.
+    "full": DemoSize(
+        subset=None,
+        teacher_epochs=10,
+        epochs=10,
+        steps=10,
+        batch_size=128,
+        eval_n=2000,
+        autoattack_n=1000,
+        autoattack="autoattack",
+        sweep_n=1000,
+        sweep_points=9,
+    ),
+}
+
+
+def pick_dataset(requested: str | None, data_dir: str | None) -> str:
+    """Fashion-MNIST when its files are present, else scikit-learn's digits (said out loud)."""
+    if requested:
+        return requested
+    try:
+        data_lib.load("fashion-mnist", "test", data_dir=data_dir)
+        return "fashion-mnist"
+    except DataError:
+        console.print(
+            "[yellow]Fashion-MNIST not found (install the Debian package dataset-fashion-mnist or pass "
+            "--data-dir); the demo uses scikit-learn's digits instead.[/]"
+        )
+        return "digits"
+
+
+def _base(size: DemoSize, dataset: str, data_dir: str | None, seed: int) -> dict[str, Any]:
+    return {
+        "data": dataset,
+        "data_dir": data_dir,
+        "subset": size.subset,
+        "test_subset": size.eval_n,
+        "steps": size.steps,
+        "batch_size": size.batch_size,
+        "lr": 0.05,
+        "seed": seed,
+        "eval_attacks": ["clean", "pgd-20"],
+        "eval_n": min(size.eval_n, 500),
+        **size.extra,
+    }
+
+
+def _teacher_is_reusable(run_dir: Path, wanted: dict[str, Any]) -> bool:
+    config_path = run_dir / "config.yaml"
+    if not (run_dir / "model.safetensors").exists() or not config_path.exists():
+        return False
+    saved = yaml.safe_load(config_path.read_text()) or {}
+    return all(saved.get(key) == value for key, value in wanted.items() if key not in ("run_dir", "overwrite"))
+
+
+def evaluate_run(run_dir: Path, dataset: str, data_dir: str | None, size: DemoSize, seed: int) -> dict[str, Any]:
+    """Clean, PGD-20 and CW-inf on `eval_n` images, AutoAttack (or its gradient-based part) on
+    `autoattack_n`; writes results.json. Square's 5000 queries per image make the standard version
+    slow on a CPU, so the smaller sizes run APGD-CE (+ APGD-T) from the reference implementation."""
+    model = models.load(run_dir / "model.safetensors").eval()
+    test = data_lib.load(dataset, "test", data_dir=data_dir)
+    eps = float(yaml.safe_load((run_dir / "config.yaml").read_text())["eps"])
+    record = run(model, test, attacks=["clean", "pgd-20", "cw"], eps=eps, n=size.eval_n, seed=seed, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # AutoAttack's own notes on tiny subsets
+        strong = run(model, test, attacks=[size.autoattack], eps=eps, n=size.autoattack_n, seed=seed, progress=False)
+    name = size.autoattack
+    record["accuracy"][name] = strong["accuracy"][name]
+    record["attacks"][name] = {**strong["attacks"][name], "n_examples": strong["n_examples"]}
+    record["seconds"][name] = strong["seconds"][name]
+    # The worst case is over the attacks run on every image (clean, PGD-20, CW); AutoAttack has its own subset.
+    record.pop("per_sample_worst_case")
+    write_record(record, run_dir / "results.json")
+    return record
+
+
+def run_demo(
+    *,
+    size: str = "small",
+    run_dir: str | Path = "runs/demo",
+    data: str | None = None,
+    data_dir: str | None = None,
+    retrain_teacher: bool = False,
+    seed: int = 0,
+    report: bool = True,
+    quiet: bool = False,
+    methods: tuple[str, ...] | None = None,
+) -> Path:
+    """Run the whole demo; returns the path of the report (or of the run directory without one)."""
+    if size not in SIZES:
+        raise ConfigError(f"unknown demo size '{size}'; choose from {', '.join(SIZES)}")
+    preset = SIZES[size]
+    if methods is not None:
+        from robustdistill.methods import method_class
+
+        for method in methods:
+            method_class(method)  # unknown names fail here, before any training
+        preset = replace(preset, methods=tuple(methods))
+    root = Path(run_dir)
+    dataset = pick_dataset(data, data_dir)
+    base = _base(preset, dataset, data_dir, seed)
+    started = time.perf_counter()
+
+    teacher_dir = root / "teacher"
+    teacher_cfg = {
+        **base,
+        **TEACHER,
+        "method": "pgd-at",
+        "epochs": preset.teacher_epochs,
+        "run_dir": str(teacher_dir),
+        "overwrite": True,
+    }
+    if not retrain_teacher and _teacher_is_reusable(teacher_dir, load_config(flags=teacher_cfg).model_dump()):
+        console.print(f"[green]reusing the teacher in {teacher_dir}[/] (pass --retrain-teacher to train it again)")
+    else:
+        console.print(f"[bold]1/{len(preset.methods) + 2}[/] training the teacher (pgd-at, {TEACHER['model']})")
+        train_from_config("train-teacher", load_config(flags=teacher_cfg), quiet=quiet)
+
+    results: dict[str, dict[str, Any]] = {"teacher": evaluate_run(teacher_dir, dataset, data_dir, preset, seed)}
+    for step, method in enumerate(preset.methods, start=2):
+        student_dir = root / method
+        flags = {
+            **base,
+            **STUDENT,
+            "method": method,
+            "epochs": preset.epochs,
+            "run_dir": str(student_dir),
+            "overwrite": True,
+        }
+        command = "train-teacher" if method == "pgd-at" else "distill"
+        if command == "distill":
+            flags["teacher"] = str(teacher_dir)
+        label = f"{method} (no teacher)" if method == "pgd-at" else method
+        console.print(f"[bold]{step}/{len(preset.methods) + 2}[/] student: {label}")
+        train_from_config(command, load_config(flags=flags), quiet=quiet)
+        results[label] = evaluate_run(student_dir, dataset, data_dir, preset, seed)
+
+    print_table(results, title=f"demo ({size}, {dataset}): accuracy (%) under attack")
+    console.print(f"trained and evaluated in {time.perf_counter() - started:.0f} s")
+    if not report:
+        return root
+    from robustdistill.evaluate.report import write_report
+
+    console.print(f"[bold]{len(preset.methods) + 2}/{len(preset.methods) + 2}[/] writing the report")
+    path = write_report(
+        root, data_dir=data_dir, sweep_n=preset.sweep_n, sweep_points=preset.sweep_points, progress=not quiet, seed=seed
+    )
+    console.print(f"report: {path} (total {time.perf_counter() - started:.0f} s)")
+    return path
