@@ -101,7 +101,7 @@ def run(
                 correct[name].append(_correct(model, x_eval, y).cpu())
                 seconds[name] += time.perf_counter() - start
                 done += 1
-                bar.update(done, epoch=1, epochs=1, rate=0.0)
+                bar.update(done)
     model.train(was_training)
     per_sample = {name: torch.cat(values) for name, values in correct.items()}
     worst = torch.stack(list(per_sample.values())).all(dim=0)

@@ -98,7 +98,7 @@ def eps_sweep(
                         correct[i] += int((model(x_eval).argmax(dim=1) == y).sum())
                     done += 1
                     seen += x.shape[0]
-                    bar.update(done, epoch=1, epochs=1, rate=seen / max(time.perf_counter() - start, 1e-9))
+                    bar.update(done, rate=seen / max(time.perf_counter() - start, 1e-9))
     finally:
         model.train(was_training)
     total = len(evaluated)

@@ -87,11 +87,6 @@ def wrap(model: nn.Module, *, sync_bn: bool = False) -> nn.Module:
     return StudentDDP(model, device_ids=device_ids, gradient_as_bucket_view=True)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a DDP wrapper (or `model` itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def per_rank_batch(global_batch: int, world: int | None = None) -> int:
     """Samples per rank for a global batch: `global_batch / world`, which must divide evenly."""
     world = world_size() if world is None else world

@@ -44,11 +44,22 @@ class Progress:
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
-    def update(self, done: int, *, epoch: int, epochs: int, rate: float, **terms: float) -> None:
+    def update(
+        self,
+        done: int,
+        *,
+        epoch: int | None = None,
+        epochs: int | None = None,
+        rate: float | None = None,
+        **terms: float,
+    ) -> None:
+        """Move the bar to `done` steps; the status shows the epoch, loss/accuracy terms and img/s when given."""
         if self._bar is None:
             return
-        shown = " ".join(f"{k}={v:.3f}" for k, v in terms.items() if k == "loss" or k.startswith("acc"))
-        status = f"epoch {epoch}/{epochs} {shown} {rate:.0f} img/s"
+        parts = [f"epoch {epoch}/{epochs}"] if epoch is not None else []
+        parts += [f"{k}={v:.3f}" for k, v in terms.items() if k == "loss" or k.startswith("acc")]
+        parts += [f"{rate:.0f} img/s"] if rate else []
+        status = " ".join(parts)
         self._bar.update(self._task, completed=done, status=status)
         now = time.monotonic()
         if not self._bar.console.is_terminal and now - self._last_line >= PLAIN_INTERVAL_S:
