@@ -486,6 +486,27 @@ def test_cross_task_runs_with_reweighting_off_and_a_warning():
         same.compute(student, x, y, torch.arange(4))
 
 
+def test_a_teacher_of_another_dataset_with_as_many_classes_is_cross_task(tmp_path):
+    from robustdistill import models
+    from robustdistill.runs import check_label_space, trained_on
+
+    teacher = models.create("smallcnn", num_classes=10, in_channels=1, width=0.25, hidden=8)
+    models.save(teacher, tmp_path / "teacher" / "model.safetensors")
+    (tmp_path / "teacher" / "config.yaml").write_text("data: fashion_mnist\n")  # an alias of fashion-mnist
+    assert trained_on(tmp_path / "teacher") == "fashion-mnist"
+    assert trained_on(tmp_path / "teacher" / "model.safetensors") == "fashion-mnist"
+    assert trained_on(tmp_path / "elsewhere") is None
+
+    with pytest.warns(UserWarning, match="cross-task"):
+        assert not check_label_space(teacher, 10, "gacd", teacher_data="fashion-mnist", student_data="animal-mnist")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_label_space(teacher, 10, "gacd", teacher_data="fashion-mnist", student_data="fashion-mnist")
+        assert check_label_space(teacher, 10, "gacd")  # unknown origin: the class count decides
+    with pytest.warns(UserWarning, match="same classes in the same order"):
+        assert check_label_space(teacher, 10, "rslad", teacher_data="fashion-mnist", student_data="animal-mnist")
+
+
 def test_configuration_errors_and_options():
     teacher = Net(IN_DIM, 6, 3, seed=1)
     assert "gacd" in methods.available()

@@ -345,9 +345,9 @@ def list_datasets() -> None:
         meta = data.info(name)
         table.add_row(
             name,
-            str(meta.get("num_classes", "?")),
-            "x".join(str(s) for s in meta.get("shape", ())) or "any",
-            ", ".join(meta.get("files", []))[:80],
+            str(meta["num_classes"] or "any"),
+            "x".join(str(s) for s in meta["shape"] or ()) or "any",
+            meta["files"].get("train", "")[:80],
         )
     console.print(table)
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 from robustdistill import data as data_lib
 from robustdistill import methods as method_lib
 from robustdistill import models as model_lib
 from robustdistill.config import RunConfig
-from robustdistill.errors import CheckpointError, ConfigError
+from robustdistill.errors import CheckpointError, ConfigError, DataError
 from robustdistill.methods.base import Method
 
 RESULT_FILES = (
@@ -115,10 +116,48 @@ def check_input_channels(model: nn.Module, dataset: data_lib.ArrayDataset, role:
         )
 
 
-def check_label_space(teacher: nn.Module, num_classes: int, method: str, role: str = "teacher") -> bool:
-    """True when teacher and student share the label space; refuses when the method needs that."""
+def trained_on(path: str | Path) -> str | None:
+    """The dataset a model was trained on, from the `config.yaml` of its run directory (None if unknown)."""
+    path = Path(path)
+    config = path / "config.yaml" if path.is_dir() else path.parent / "config.yaml"
+    try:
+        name = yaml.safe_load(config.read_text()).get("data")
+        return str(data_lib.info(name)["name"])
+    except (OSError, AttributeError, yaml.YAMLError, DataError, ConfigError, TypeError):
+        return None
+
+
+def check_label_space(
+    teacher: nn.Module,
+    num_classes: int,
+    method: str,
+    role: str = "teacher",
+    *,
+    teacher_data: str | None = None,
+    student_data: str | None = None,
+) -> bool:
+    """True when teacher and student share the label space; refuses when the method needs that.
+
+    Equal class counts are not enough when the teacher's run directory says it was trained on
+    another dataset (`teacher_data` != `student_data`): that is cross-task transfer too.
+    """
     teacher_classes = int(getattr(teacher, "spec", {}).get("num_classes", -1))
+    other_task = teacher_data is not None and student_data is not None and teacher_data != student_data
+    if teacher_classes == num_classes and not other_task:
+        return True
+    if teacher_classes == num_classes and not method_lib.method_class(method).same_label_space:
+        warnings.warn(
+            f"the {role} was trained on {teacher_data} and the student on {student_data}: cross-task transfer, "
+            "only features are matched and confidence reweighting is off",
+            stacklevel=2,
+        )
+        return False
     if teacher_classes == num_classes:
+        warnings.warn(
+            f"the {role} was trained on {teacher_data} but the student's data is {student_data}; method "
+            f"'{method}' matches soft labels, which assumes both use the same classes in the same order",
+            stacklevel=2,
+        )
         return True
     if method_lib.method_class(method).same_label_space:
         raise ConfigError(
@@ -211,14 +250,28 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
         cls = method_lib.method_class(cfg.method)
         if cls.needs_teacher and not cfg.teacher:
             raise ConfigError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH")
+        student_data = str(data_lib.info(cfg.data)["name"])
         if cfg.teacher:
             teacher = load_teacher(cfg.teacher)
             check_input_channels(teacher, datasets.train, "teacher")
-            extra["same_label_space"] = check_label_space(teacher, datasets.train.num_classes, cfg.method)
+            extra["same_label_space"] = check_label_space(
+                teacher,
+                datasets.train.num_classes,
+                cfg.method,
+                teacher_data=trained_on(cfg.teacher),
+                student_data=student_data,
+            )
         if cfg.natural_teacher:
             natural = load_teacher(cfg.natural_teacher, "natural teacher")
             check_input_channels(natural, datasets.train, "natural teacher")
-            check_label_space(natural, datasets.train.num_classes, cfg.method, "natural teacher")
+            check_label_space(
+                natural,
+                datasets.train.num_classes,
+                cfg.method,
+                "natural teacher",
+                teacher_data=trained_on(cfg.natural_teacher),
+                student_data=student_data,
+            )
         extra["num_samples"] = len(datasets.train)
         extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
@@ -232,7 +285,8 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             f"[bold]{command}[/]: {cfg.method} on {cfg.data} ({len(datasets.train)} train images), "
             f"model {cfg.model}, eps {cfg.resolved_eps():.4g}, {cfg.epochs} epochs -> {run_dir}"
         )
-    if teacher is not None and extra.get("same_label_space", True) and dist.is_main():
+    same_labels = cfg.method_opts.get("same_label_space", extra.get("same_label_space", True))
+    if teacher is not None and same_labels and dist.is_main():
         sanity_check_teacher(teacher, datasets.test)
     fit(
         student,

@@ -1,11 +1,15 @@
-"""Small helpers used across the package: seeding, devices, hashing."""
+"""Small helpers used across the package: seeding, devices, hashing, atomic writes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
+import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -49,3 +53,36 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def atomic_write_bytes(
+    path: str | Path, data: bytes, *, before_write: Callable[[BinaryIO], None] | None = None
+) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part.
+
+    The bytes go to a unique temporary file `.<name>.tmp-<pid>-<random>` in the same directory, which is
+    flushed, fsynced and renamed over `path` (`os.replace`); the directory is then fsynced where the
+    platform allows it. On any error the temporary file is removed. `before_write(handle)` runs on
+    the open temporary file first (the training loop's fault injection uses it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(temp, "xb") as handle:  # the usual permissions (umask), unlike tempfile.mkstemp's 0600
+            if before_write is not None:
+                before_write(handle)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)

@@ -29,7 +29,7 @@ def environment() -> dict[str, str]:
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
     """Write one record as indented JSON (atomically)."""
-    from robustdistill.train.checkpoint import atomic_write_bytes
+    from robustdistill.utils import atomic_write_bytes
 
     path = Path(path)
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())

@@ -40,9 +40,8 @@ from robustdistill.errors import ConfigError, RobustDistillError
 from robustdistill.evaluate import plots
 from robustdistill.evaluate import sweep as sweep_lib
 from robustdistill.evaluate.record import write_record
-from robustdistill.train.checkpoint import atomic_write_bytes
 from robustdistill.train.metrics import read_metrics
-from robustdistill.utils import file_sha256, resolve_device
+from robustdistill.utils import atomic_write_bytes, file_sha256, resolve_device
 
 __all__ = [
     "SWEEP_CACHE",

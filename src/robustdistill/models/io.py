@@ -13,12 +13,10 @@ flush, fsync, `os.replace`):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from robustdistill.errors import CheckpointError, ConfigError
 from robustdistill.models.base import Classifier
 from robustdistill.models.convert import convert_state_dict
 from robustdistill.models.registry import create
+from robustdistill.utils import atomic_write_bytes
 
 FORMAT_VERSION = 1
 SPEC_FIELDS = ("arch", "num_classes", "in_channels", "kwargs", "mean", "std")
@@ -45,28 +44,6 @@ def _one_line(text: object) -> str:
 def _short(error: BaseException, limit: int = 160) -> str:
     text = _one_line(error) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _spec_path(path: Path) -> Path:
@@ -96,8 +73,8 @@ def save(model: Classifier, path: str | os.PathLike[str]) -> Path:
         "weights": path.name,
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-    _atomic_write(path, data)
-    _atomic_write(spec_path, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(spec_path, (json.dumps(record, indent=2) + "\n").encode())
     return path
 
 

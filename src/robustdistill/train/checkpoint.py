@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from robustdistill import utils
 from robustdistill.errors import CheckpointError
 from robustdistill.train import faults
 
@@ -31,28 +31,8 @@ TEMP_PATTERN = ".*.tmp-*"
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, step: int | None = None) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and a rename.
-
-    `step` only identifies the write for the test-only fault injection (`train/faults.py`).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            faults.during_checkpoint(step, handle, data)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """`utils.atomic_write_bytes` with the test-only fault injection (`train/faults.py`) for write `step`."""
+    utils.atomic_write_bytes(path, data, before_write=lambda handle: faults.during_checkpoint(step, handle, data))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

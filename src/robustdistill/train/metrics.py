@@ -46,7 +46,7 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text(errors="replace").splitlines() if _step(line) <= global_step]
-        from robustdistill.train.checkpoint import atomic_write_bytes
+        from robustdistill.utils import atomic_write_bytes
 
         atomic_write_bytes(self.path, "".join(f"{line}\n" for line in kept).encode())
 
