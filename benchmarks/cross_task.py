@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from method_table import add_budget_arguments  # the same training budget as the method table
 
 # label -> (command, method, extra arguments)
 ENTRIES: dict[str, tuple[str, str, list[str]]] = {
@@ -52,13 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", default="animal-mnist", help="task B: the student's data")
     parser.add_argument("--out", default="benchmarks/results/cross-task")
     parser.add_argument("--work", default="runs/bench/cross-task")
-    parser.add_argument("--student", default="smallcnn")
-    parser.add_argument("--subset", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--eps", type=float, default=0.1)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    add_budget_arguments(parser)
     parser.add_argument("--n", type=int, default=1000, help="test images for the attacks and the probe")
     return parser.parse_args(argv)
 
@@ -81,7 +76,8 @@ def train(label: str, args: argparse.Namespace) -> Path:
     teacher = ["--teacher", args.teacher] if command == "distill" else []
     robustdistill(
         command, "--data", args.data, "--model", args.student, "--method", method, *teacher, *extra,
-        "--subset", str(args.subset), "--epochs", str(args.epochs), "--lr", str(args.lr), "--eps", str(args.eps),
+        "--subset", str(args.subset), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--lr", str(args.lr), "--eps", str(args.eps),
         "--steps", str(args.steps), "--seed", str(args.seed), "--run-dir", str(run_dir), "--overwrite", "--quiet",
     )  # fmt: skip
     return run_dir

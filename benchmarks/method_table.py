@@ -54,14 +54,8 @@ ENTRIES: dict[str, tuple[str, dict[str, Any], bool]] = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="teacher run directory or weights file")
-    parser.add_argument("--natural-teacher", help="natural teacher for mtard (skipped without it)")
-    parser.add_argument("--out", default="benchmarks/results/fashion-mnist")
-    parser.add_argument("--work", default="runs/bench", help="where the student runs are written")
-    parser.add_argument("--only", help="comma-separated entry labels (default: all)")
-    parser.add_argument("--data", default="fashion-mnist")
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training budget every student of the benchmarks shares (also used by cross_task.py)."""
     parser.add_argument("--student", default="smallcnn")
     parser.add_argument("--subset", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=5)
@@ -70,6 +64,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=5, help="PGD steps of every method's inner maximisation")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True, help="teacher run directory or weights file")
+    parser.add_argument("--natural-teacher", help="natural teacher for mtard (skipped without it)")
+    parser.add_argument("--out", default="benchmarks/results/fashion-mnist")
+    parser.add_argument("--work", default="runs/bench", help="where the student runs are written")
+    parser.add_argument("--only", help="comma-separated entry labels (default: all)")
+    parser.add_argument("--data", default="fashion-mnist")
+    add_budget_arguments(parser)
     parser.add_argument("--n", type=int, default=1000, help="test images for clean, FGSM, PGD-20 and CW")
     parser.add_argument("--attacks", default="clean,fgsm,pgd-20,cw")
     parser.add_argument("--aa-n", type=int, default=200, help="test images for AutoAttack (standard)")

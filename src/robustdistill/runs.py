@@ -142,34 +142,30 @@ def check_label_space(
     another dataset (`teacher_data` != `student_data`): that is cross-task transfer too.
     """
     teacher_classes = int(getattr(teacher, "spec", {}).get("num_classes", -1))
+    same_classes = teacher_classes == num_classes
     other_task = teacher_data is not None and student_data is not None and teacher_data != student_data
-    if teacher_classes == num_classes and not other_task:
+    if same_classes and not other_task:
         return True
-    if teacher_classes == num_classes and not method_lib.method_class(method).same_label_space:
+    if same_classes:
+        reason = f"the {role} was trained on {teacher_data} and the student on {student_data}"
+    else:
+        reason = f"the {role} has {teacher_classes} classes but the student's data has {num_classes}"
+    if not method_lib.method_class(method).same_label_space:
         warnings.warn(
-            f"the {role} was trained on {teacher_data} and the student on {student_data}: cross-task transfer, "
-            "only features are matched and confidence reweighting is off",
+            f"{reason}: cross-task transfer, only features are matched and confidence reweighting is off",
             stacklevel=2,
         )
         return False
-    if teacher_classes == num_classes:
-        warnings.warn(
-            f"the {role} was trained on {teacher_data} but the student's data is {student_data}; method "
-            f"'{method}' matches soft labels, which assumes both use the same classes in the same order",
-            stacklevel=2,
-        )
-        return True
-    if method_lib.method_class(method).same_label_space:
+    if not same_classes:
         raise ConfigError(
-            f"the {role} has {teacher_classes} classes but the student's data has {num_classes}; "
-            f"method '{method}' matches soft labels and needs the same classes (gacd can transfer across tasks)"
+            f"{reason}; method '{method}' matches soft labels and needs the same classes "
+            "(gacd can transfer across tasks)"
         )
     warnings.warn(
-        f"the {role} has {teacher_classes} classes and the student {num_classes}: cross-task transfer, "
-        "only features are matched and confidence reweighting is off",
+        f"{reason}; method '{method}' matches soft labels, which assumes both use the same classes in the same order",
         stacklevel=2,
     )
-    return False
+    return True
 
 
 def create_method(
@@ -251,27 +247,24 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
         if cls.needs_teacher and not cfg.teacher:
             raise ConfigError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH")
         student_data = str(data_lib.info(cfg.data)["name"])
+
+        def attach(path: str, role: str) -> tuple[nn.Module, bool]:
+            model = load_teacher(path, role)
+            check_input_channels(model, datasets.train, role)
+            same = check_label_space(
+                model,
+                datasets.train.num_classes,
+                cfg.method,
+                role,
+                teacher_data=trained_on(path),
+                student_data=student_data,
+            )
+            return model, same
+
         if cfg.teacher:
-            teacher = load_teacher(cfg.teacher)
-            check_input_channels(teacher, datasets.train, "teacher")
-            extra["same_label_space"] = check_label_space(
-                teacher,
-                datasets.train.num_classes,
-                cfg.method,
-                teacher_data=trained_on(cfg.teacher),
-                student_data=student_data,
-            )
+            teacher, extra["same_label_space"] = attach(cfg.teacher, "teacher")
         if cfg.natural_teacher:
-            natural = load_teacher(cfg.natural_teacher, "natural teacher")
-            check_input_channels(natural, datasets.train, "natural teacher")
-            check_label_space(
-                natural,
-                datasets.train.num_classes,
-                cfg.method,
-                "natural teacher",
-                teacher_data=trained_on(cfg.natural_teacher),
-                student_data=student_data,
-            )
+            natural = attach(cfg.natural_teacher, "natural teacher")[0]
         extra["num_samples"] = len(datasets.train)
         extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
