@@ -34,8 +34,8 @@ GLOBAL_BATCH = 32
 
 # Methods whose every random draw is per sample of the global batch: bitwise the single-process run
 # (up to float rounding). `paths` (two concatenated branches, random targets from each rank's own
-# stream) and `gacd` (NCE negatives drawn per rank, a memory bank updated per rank) are only checked
-# to run and to keep the ranks' weights identical.
+# stream) and `gacd` (NCE negatives drawn per rank) are only checked to run and to keep the ranks'
+# weights identical; for `gacd` also its memory bank, which every rank updates with every rank's slots.
 EXACT = ("standard", "trades", "mart", "kd", "ard", "iad", "rslad", "adaad", "mtard")
 RUNS_ONLY = ("paths", "gacd")
 
@@ -75,6 +75,7 @@ def _fit_method(name: str, run_dir: Path) -> tuple[list[dict], dict[str, torch.T
         options.update(student_dim=32, num_samples=len(train), nce_k=16, feat_dim=8)
     torch.manual_seed(3)
     method = methods.create(name, **options)
+    initial_bank = method.memory.teacher.clone() if name == "gacd" else None
     result = fit(
         student,
         method,
@@ -87,7 +88,13 @@ def _fit_method(name: str, run_dir: Path) -> tuple[list[dict], dict[str, torch.T
         schedule="constant",
         augment={"padding": 1, "flip": False},
     )
-    return result.history, {k: v.detach().clone() for k, v in student.state_dict().items()}
+    weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    if initial_bank is not None:  # the bank must be identical on every rank, like the weights
+        bank = method.memory
+        weights.update({"bank.teacher": bank.teacher.clone(), "bank.student": bank.student.clone()})
+        weights.update({"bank.log_z": bank.log_z.clone()})
+        weights["bank.slots_never_updated"] = (bank.teacher == initial_bank).all(dim=1).sum().double()
+    return result.history, weights
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -149,6 +156,9 @@ def test_two_gloo_processes_train_like_one_for_every_method(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for name in (*EXACT, *RUNS_ONLY):
         _compare_weights(ranks[0][name][1], ranks[1][name][1], f"{name}: rank 0 vs rank 1")
+    # One epoch visits every training sample once over both ranks: every slot of each rank's bank moved.
+    assert ranks[0]["gacd"][1]["bank.slots_never_updated"].item() == 0
+    assert torch.isfinite(ranks[0]["gacd"][1]["bank.log_z"]).all()
     for name in EXACT:
         history, weights = _fit_method(name, tmp_path / "single" / name)
         ddp_history, ddp_weights = ranks[0][name]

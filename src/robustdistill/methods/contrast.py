@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -122,6 +123,26 @@ def infonce_loss(anchor: Tensor, candidates: Tensor, *, temperature: float) -> T
     return F.cross_entropy(logits, target, reduction="none")
 
 
+def _distributed() -> bool:
+    return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
+
+
+def _rows_of_every_rank(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Each tensor concatenated over ranks along dim 0 (itself in one process).
+
+    Every rank's tensors must have the same shape: the training loop gives every rank an equal
+    slice of each global batch (`drop_last=True`).
+    """
+    if not _distributed():
+        return tensors
+    gathered = []
+    for tensor in tensors:
+        parts = [torch.empty_like(tensor) for _ in range(torch_dist.get_world_size())]
+        torch_dist.all_gather(parts, tensor.detach().contiguous())
+        gathered.append(torch.cat(parts))
+    return tuple(gathered)
+
+
 class MemoryBank(nn.Module):
     """CRD-style memory: `num_samples` slots of `dim`-d unit vectors for the teacher and the student.
 
@@ -158,8 +179,12 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, index: Tensor, z_teacher: Tensor, z_student: Tensor) -> None:
-        """`bank[i] = normalise(m * bank[i] + (1 - m) * z_i)` for the batch's slots only (no autograd)."""
-        index = index.to(self.teacher.device).long()
+        """`bank[i] = normalise(m * bank[i] + (1 - m) * z_i)` for the batch's slots only (no autograd).
+
+        Under DDP every rank applies the slots of every rank's batch (one all-gather), so the banks
+        stay identical across ranks and the checkpoint rank 0 writes holds the whole bank.
+        """
+        index, z_teacher, z_student = _rows_of_every_rank(index.to(self.teacher.device).long(), z_teacher, z_student)
         m = self.momentum
         for bank, z in ((self.teacher, z_teacher), (self.student, z_student)):
             mixed = bank.index_select(0, index).mul(m).add_(z.detach().to(bank.dtype), alpha=1.0 - m)
@@ -167,7 +192,14 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def set_log_z(self, estimate: Tensor) -> None:
-        """Fix each normalisation constant that is still unset (NaN) to `estimate` (2,); no host sync."""
+        """Fix each normalisation constant that is still unset (NaN) to `estimate` (2,); no host sync.
+
+        Under DDP the estimate is first averaged over ranks, so every rank fixes the same constants.
+        """
+        if _distributed():
+            estimate = estimate.detach().to(self.log_z).clone()
+            torch_dist.all_reduce(estimate)
+            estimate /= torch_dist.get_world_size()
         self.log_z.copy_(torch.where(torch.isnan(self.log_z), estimate.to(self.log_z), self.log_z))
 
     def resolved_log_z(self, estimate: Tensor) -> Tensor:
