@@ -174,7 +174,7 @@ def write_table(records: dict[str, dict[str, Any]], args: argparse.Namespace, co
         "",
         *([args.note, ""] if args.note else []),
         "Training time (s, on this machine): "
-        + ", ".join(f"{label} {r['train_seconds']:.0f}" for label, r in records.items()),
+        + ", ".join(f"{label} {r['train_seconds']:.0f}" for label, r in records.items() if "train_seconds" in r),
         "",
     ]
     path = Path(args.out) / "table.md"
