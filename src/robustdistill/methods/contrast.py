@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistill.errors import ConfigError
+from robustdistill.train import distributed as dist
 
 __all__ = [
     "EmbedHead",
@@ -123,26 +123,6 @@ def infonce_loss(anchor: Tensor, candidates: Tensor, *, temperature: float) -> T
     return F.cross_entropy(logits, target, reduction="none")
 
 
-def _distributed() -> bool:
-    return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
-
-
-def _rows_of_every_rank(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """Each tensor concatenated over ranks along dim 0 (itself in one process).
-
-    Every rank's tensors must have the same shape: the training loop gives every rank an equal
-    slice of each global batch (`drop_last=True`).
-    """
-    if not _distributed():
-        return tensors
-    gathered = []
-    for tensor in tensors:
-        parts = [torch.empty_like(tensor) for _ in range(torch_dist.get_world_size())]
-        torch_dist.all_gather(parts, tensor.detach().contiguous())
-        gathered.append(torch.cat(parts))
-    return tuple(gathered)
-
-
 class MemoryBank(nn.Module):
     """CRD-style memory: `num_samples` slots of `dim`-d unit vectors for the teacher and the student.
 
@@ -184,7 +164,7 @@ class MemoryBank(nn.Module):
         Under DDP every rank applies the slots of every rank's batch (one all-gather), so the banks
         stay identical across ranks and the checkpoint rank 0 writes holds the whole bank.
         """
-        index, z_teacher, z_student = _rows_of_every_rank(index.to(self.teacher.device).long(), z_teacher, z_student)
+        index, z_teacher, z_student = dist.cat_over_ranks(index.to(self.teacher.device).long(), z_teacher, z_student)
         m = self.momentum
         for bank, z in ((self.teacher, z_teacher), (self.student, z_student)):
             mixed = bank.index_select(0, index).mul(m).add_(z.detach().to(bank.dtype), alpha=1.0 - m)
@@ -196,11 +176,8 @@ class MemoryBank(nn.Module):
 
         Under DDP the estimate is first averaged over ranks, so every rank fixes the same constants.
         """
-        if _distributed():
-            estimate = estimate.detach().to(self.log_z).clone()
-            torch_dist.all_reduce(estimate)
-            estimate /= torch_dist.get_world_size()
-        self.log_z.copy_(torch.where(torch.isnan(self.log_z), estimate.to(self.log_z), self.log_z))
+        estimate = dist.mean_over_ranks(estimate.detach().to(self.log_z))
+        self.log_z.copy_(torch.where(torch.isnan(self.log_z), estimate, self.log_z))
 
     def resolved_log_z(self, estimate: Tensor) -> Tensor:
         """The stored constants, with `estimate` standing in for those not set yet."""

@@ -32,6 +32,7 @@ from robustdistill.errors import ConfigError
 from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_batchmean
 from robustdistill.methods.kd import check_count, check_fraction
 from robustdistill.methods.registry import register_method
+from robustdistill.train import distributed as dist
 
 _TINY = 1e-12
 
@@ -87,11 +88,8 @@ class MTARD(Method):
     @torch.no_grad()
     def update_weights(self, loss_adv: Tensor, loss_nat: Tensor) -> None:
         """One step of the adaptive normalisation from this step's (detached) losses."""
-        losses = torch.stack([loss_adv.detach().float(), loss_nat.detach().float()])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # every process moves the weights by the losses of the global batch: the weights stay equal
-            torch.distributed.all_reduce(losses)
-            losses = losses / torch.distributed.get_world_size()
+        # every process moves the weights by the losses of the global batch: the weights stay equal
+        losses = dist.mean_over_ranks(torch.stack([loss_adv.detach().float(), loss_nat.detach().float()]))
         loss_adv, loss_nat = losses.unbind()
         self.init_loss_adv.copy_(torch.where(torch.isnan(self.init_loss_adv), loss_adv, self.init_loss_adv))
         self.init_loss_nat.copy_(torch.where(torch.isnan(self.init_loss_nat), loss_nat, self.init_loss_nat))

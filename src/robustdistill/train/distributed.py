@@ -148,6 +148,31 @@ def sum_list(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
+def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` averaged over ranks (one all-reduce, no host sync); `tensor` itself in one process."""
+    if not is_initialized():
+        return tensor
+    total = tensor.detach().clone()
+    torch_dist.all_reduce(total)
+    return total / world_size()
+
+
+def cat_over_ranks(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor concatenated over ranks along dim 0 (one all-gather each); themselves in one process.
+
+    Every rank's tensors must have the same shape: the training loop gives every rank an equal
+    slice of each global batch (`drop_last=True`).
+    """
+    if not is_initialized():
+        return tensors
+    gathered = []
+    for tensor in tensors:
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        torch_dist.all_gather(parts, tensor.detach().contiguous())
+        gathered.append(torch.cat(parts))
+    return tuple(gathered)
+
+
 def gather_rng(state: Any) -> Any:
     """Every rank's copy of `state` (RNG states, ...): a list under DDP, so each rank resumes its own."""
     if not is_initialized():
