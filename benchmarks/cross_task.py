@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from method_table import add_budget_arguments  # the same training budget as the method table
+from method_table import add_budget_arguments, train_seconds  # the method table's budget and timing
 
 # label -> (command, method, extra arguments)
 ENTRIES: dict[str, tuple[str, str, list[str]]] = {
@@ -92,8 +92,7 @@ def evaluate(label: str, run_dir: Path, args: argparse.Namespace) -> dict:
             "--structure", args.teacher, "--json", str(path), "--quiet",
         )  # fmt: skip
     record = json.loads(path.read_text())
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    record["train_seconds"] = sum(r.get("seconds", 0.0) for r in metrics)
+    record["train_seconds"] = train_seconds(run_dir)
     return record
 
 

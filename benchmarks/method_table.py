@@ -29,6 +29,7 @@ from robustdistill import models
 from robustdistill.config import load_config
 from robustdistill.evaluate import environment, markdown_table, print_table, run, write_record
 from robustdistill.runs import train_from_config
+from robustdistill.train import read_metrics
 
 # label -> (method, method options, needs a teacher)
 ENTRIES: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -128,12 +129,30 @@ def add_autoattack(
     record["seconds"]["autoattack"] = strong["seconds"]["autoattack"]
 
 
+def train_seconds(run_dir: Path) -> float:
+    """Seconds spent in the training epochs of a run, from its metrics log."""
+    return sum(r.get("seconds", 0.0) for r in read_metrics(run_dir))
+
+
+def weights_sha256(run_dir: Path) -> str:
+    return str(json.loads((run_dir / "model.json").read_text())["sha256"])
+
+
 def evaluate_entry(label: str, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The attack suite on `n` images, then AutoAttack; a record without AutoAttack gets it added on a rerun."""
+    """The attack suite on `n` images, then AutoAttack.
+
+    A record without AutoAttack gets it added on a rerun, but only from the very student it was
+    measured on (same weights hash): a retrained student would mix two models in one record.
+    """
     path = Path(args.out) / f"{label}.json"
     record = json.loads(path.read_text()) if path.exists() else None
     if record is not None and (not args.aa_n or "autoattack" in record["accuracy"]):
         return record
+    if record is not None and record.get("weights_sha256") != weights_sha256(run_dir):
+        raise SystemExit(
+            f"{path} was measured on another student than {run_dir} (weights hash differs or was not recorded): "
+            "delete the record to measure the new student from scratch"
+        )
     model = models.load(run_dir / "model.safetensors").eval()
     test = data_lib.load(args.data, "test")
     if record is not None:
@@ -144,13 +163,13 @@ def evaluate_entry(label: str, run_dir: Path, args: argparse.Namespace) -> dict[
     record.pop("per_sample_worst_case")
     if args.aa_n:
         add_autoattack(record, model, test, args)
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     record.update(
         label=label,
         method=ENTRIES.get(label, (label, {}, False))[0],
         method_opts=ENTRIES.get(label, (label, {}, False))[1],
-        train_seconds=sum(r.get("seconds", 0.0) for r in metrics),
+        train_seconds=train_seconds(run_dir),
         run_dir=str(run_dir),
+        weights_sha256=weights_sha256(run_dir),
     )
     write_record(record, path)
     return record
