@@ -80,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attacks", default="clean,fgsm,pgd-20,cw")
     parser.add_argument("--aa-n", type=int, default=200, help="test images for AutoAttack (standard)")
     parser.add_argument("--teacher-record", help="the teacher's evaluation record (same attacks and subset)")
+    parser.add_argument(
+        "--evaluate-teacher",
+        action="store_true",
+        help="measure the teacher like a student (same attacks, subsets and seed) into <out>/teacher.json",
+    )
     parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from the records")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--note", default="", help="a sentence added to table.md (how the run was split, ...)")
@@ -212,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     teacher_record = Path(args.teacher_record) if args.teacher_record else None
     if teacher_record is not None and teacher_record.exists():
         records["teacher"] = json.loads(teacher_record.read_text())
+    if args.evaluate_teacher and not args.table_only:
+        records["teacher"] = evaluate_entry("teacher", Path(args.teacher), args)
     for label in [] if args.table_only else labels:
         if ENTRIES[label][0] == "mtard" and not args.natural_teacher:
             print(f"skipping {label}: no --natural-teacher", file=sys.stderr)
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table({label: records[label]})
     for path in sorted(Path(args.out).glob("*.json")):
         label = path.stem
-        if label in ENTRIES and label not in records:
+        if (label in ENTRIES or label == "teacher") and label not in records:
             records[label] = json.loads(path.read_text())
     ordered = {k: records[k] for k in ["teacher", *ENTRIES] if k in records}
     print_table(ordered)

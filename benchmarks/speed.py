@@ -18,9 +18,9 @@ For each method (pgd-at, trades, mart, kd, ard, iad, rslad, adaad, mtard, paths,
   SGD step over every row the outer loss sees (METHODS.md gives the `paths` cost model).
 
 Also reported: images per second (batch / step time) and peak memory of one step (GPU:
-`torch.cuda.max_memory_allocated` above the memory held before the step; CPU: the peak resident
-set size above the resident size before the step, sampled every millisecond from
-`/proc/self/statm`, an approximation: the allocator may keep freed pages). Ratios are what count:
+`torch.cuda.max_memory_allocated` above the memory held before the step; CPU: the highest running
+sum of the tensor allocations and frees that `torch.profiler` records during one extra, untimed
+step, the same quantity without a caching allocator). Ratios are what count:
 ours/reference and ours/unavoidable come from the same process, interleaved repeat by repeat,
 with the best of the repeats (as `timeit`: on a shared machine noise only ever adds time; the medians
 are in the JSON too).
@@ -51,7 +51,6 @@ import platform
 import shlex
 import statistics
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -182,14 +181,19 @@ def time_once(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _allocation_peak_bytes(prof: torch.profiler.profile) -> int:
+    """Highest running sum of the tensor allocations (+) and frees (-) the profiler recorded."""
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
 
 
 @contextlib.contextmanager
 def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
-    """Peak memory (MiB) of the block above what was held before it (see the module docstring)."""
+    """Peak tensor memory (MiB) of the block above what was held before it (see the module docstring)."""
     out: dict[str, float] = {}
     if device.type == "cuda":
         synchronize(device)
@@ -199,28 +203,10 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
         synchronize(device)
         out["peak_mib"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
         return
-    if not os.path.exists("/proc/self/statm"):
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
         yield out
-        out["peak_mib"] = float("nan")
-        return
-    before = _rss_bytes()
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield out
-    finally:
-        done.set()
-        thread.join()
-        peak[0] = max(peak[0], _rss_bytes())
-        out["peak_mib"] = (peak[0] - before) / 2**20
+    out["peak_mib"] = _allocation_peak_bytes(prof) / 2**20
 
 
 def sgd(params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -897,9 +883,10 @@ def cpu_notes(args: argparse.Namespace) -> list[str]:
         "CPU run: ours runs as `fit` does by default on a CPU (fp32, `amp: auto` and `channels_last: auto` "
         "switch bf16 and channels_last on for GPUs only), so in the main columns ours can beat the reference "
         "only by doing fewer network passes. No GPU was available: no GPU figures are recorded here.",
-        "Peak memory on the CPU is the resident-set growth during one step, sampled every millisecond: a "
-        "rough figure (0 where the allocator reused pages it already held), unlike `max_memory_allocated` on "
-        "a GPU.",
+        "Peak memory on the CPU is the highest running sum of tensor allocations minus frees during one "
+        "extra, untimed step, from `torch.profiler`'s memory events: the tensor memory the step needs above "
+        "what was held before it (the CPU counterpart of `max_memory_allocated`; the process's resident size "
+        "also holds the allocator's cached pages and the libraries).",
     ]
     if args.also_other_layout:
         notes.append(

@@ -23,6 +23,7 @@ computed in float32 whatever the autocast dtype of the model's logits.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -68,13 +69,14 @@ def _margin(logits: Tensor, labels: Tensor) -> Tensor:
     return others.amax(dim=1) - z_label
 
 
-class InnerLoss:
+class InnerLoss(ABC):
     """Base class of the built-in inner losses (see the module docstring for the protocol)."""
 
     name: ClassVar[str] = ""
 
+    @abstractmethod
     def __call__(self, model: nn.Module, x_adv: Tensor, labels: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Per-sample loss at `x_adv`, shape (B,), to be maximised."""
 
     def targeted(self, model: nn.Module, x_adv: Tensor, target: Tensor) -> Tensor:
         """Objective maximised in targeted mode: by default `-loss` toward the target."""
@@ -86,6 +88,7 @@ class InnerLoss:
 
     def check(self, model: nn.Module) -> None:
         """Raise ConfigError if this loss cannot be used on `model` (called at attack construction)."""
+        return None  # most losses work on any classifier
 
     @property
     def extra_models(self) -> tuple[nn.Module, ...]:

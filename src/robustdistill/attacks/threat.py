@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar, Literal
 
 import torch
@@ -75,28 +76,30 @@ def _flat_norm(t: Tensor) -> Tensor:
     return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-class ThreatModel:
+class ThreatModel(ABC):
     """A norm ball around the clean input, intersected with [0, 1]; stateless (`LinfThreat`, `L2Threat`)."""
 
     name: ClassVar[NormName]
 
+    @abstractmethod
     def project(self, x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
-        raise NotImplementedError
+        """`x_adv` moved into the eps-ball around `x` and into [0, 1]."""
 
+    @abstractmethod
     def random_start(self, x: Tensor, eps: float | Tensor, generator: torch.Generator | None = None) -> Tensor:
-        raise NotImplementedError
+        """A uniformly random point of the eps-ball around `x`, inside [0, 1]."""
 
+    @abstractmethod
     def direction(self, grad: Tensor) -> Tensor:
         """The steepest-ascent direction of unit norm (for this norm) given a gradient."""
-        raise NotImplementedError
 
     def step(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
         """`x_adv + step_size * direction(grad)`; not projected (call `project` after)."""
         return x_adv + per_sample(step_size, x_adv) * self.direction(grad)
 
+    @abstractmethod
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-sample distance in this norm, shape (B,)."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

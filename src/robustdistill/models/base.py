@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from robustdistill.errors import ConfigError
 
 
-class Classifier(nn.Module):
+class Classifier(nn.Module, ABC):
     """An image classifier split into `features` (pooled penultimate activations) and `head`.
 
     Subclasses call `super().__init__(num_classes, in_channels)`, set `feature_dim`, build a
@@ -71,9 +72,9 @@ class Classifier(nn.Module):
         return (x - self.mean) / self.std
 
     # -- the contract ----------------------------------------------------------------------------
+    @abstractmethod
     def embed(self, z: Tensor) -> Tensor:
         """Normalised images `(B, C, H, W)` to pooled penultimate features `(B, feature_dim)`."""
-        raise NotImplementedError
 
     def features(self, x: Tensor) -> Tensor:
         """Images in `[0, 1]` to penultimate globally pooled features `(B, feature_dim)`."""
