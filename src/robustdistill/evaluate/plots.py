@@ -310,6 +310,7 @@ def plot_paths_weights(
         ax.set_xlabel("step index k along the path (1 = first PGD iterate)")
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)  # near-uniform weights read as 0.5, not 1e-6 + 5e-1
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, title="branch")
         ax.set_title(f"{ylabel} (epoch {last['epoch']})", fontsize=10)
