@@ -156,6 +156,11 @@ def test_two_gloo_processes_train_like_one_for_every_method(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for name in (*EXACT, *RUNS_ONLY):
         _compare_weights(ranks[0][name][1], ranks[1][name][1], f"{name}: rank 0 vs rank 1")
+    # Per-epoch diagnostics are averaged over the ranks' shards: every rank logs the same values.
+    diagnostics = [{k: v for k, v in r["paths"][0][0].items() if k.startswith("paths/")} for r in ranks]
+    assert diagnostics[0] and diagnostics[0].keys() == diagnostics[1].keys()
+    for key, value in diagnostics[0].items():
+        assert abs(diagnostics[1][key] - value) <= TOL, f"paths: {key} differs between the ranks"
     # One epoch visits every training sample once over both ranks: every slot of each rank's bank moved.
     assert ranks[0]["gacd"][1]["bank.slots_never_updated"].item() == 0
     assert torch.isfinite(ranks[0]["gacd"][1]["bank.log_z"]).all()

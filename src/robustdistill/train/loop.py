@@ -359,7 +359,7 @@ def fit(
                 "seconds": time.perf_counter() - epoch_start,
                 "images_per_s": seen / max(time.perf_counter() - epoch_start, 1e-9),
                 **{f"train_{k}": v for k, v in dist.mean_dict(accumulator.means()).items()},
-                **method.diagnostics(),
+                **dist.mean_dict(method.diagnostics()),  # equal shards: the mean of rank means
             }
             if (
                 eval_data is not None
