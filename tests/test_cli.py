@@ -114,3 +114,31 @@ def test_teacher_with_other_classes_is_refused(tmp_path, capsys):
     assert code != 0
     assert "7 classes" in err and "10" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists(), "nothing is written before the inputs are validated"
+
+
+def test_cross_task_gacd_then_linear_probe_and_structure(teachers, tmp_path, capsys):
+    """A Fashion-MNIST teacher makes an animal-mnist student through `distill --method gacd`; `evaluate`
+    then fits a linear probe on its frozen features and compares its features with the teacher's."""
+    student_args = [a if a != "fashion-mnist" else "animal-mnist" for a in TINY]
+    with pytest.warns(UserWarning, match="cross-task transfer, only features are matched and confidence reweighting"):
+        code, err = run(
+            ["distill", *student_args, "--method", "gacd", "--teacher", str(teachers / "robust"), "--method-opt",
+             "estimator=infonce", "--run-dir", str(tmp_path / "gacd")],
+            capsys,
+        )  # fmt: skip
+    assert code == 0, err
+    out = tmp_path / "record.json"
+    code, err = run(
+        ["evaluate", "--checkpoint", str(tmp_path / "gacd"), "--data", "animal-mnist", "--attacks", "clean",
+         "--n", "60", "--linear-probe", "--structure", str(teachers / "robust"), "--json", str(out), "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out.read_text())
+    probe, structure = record["linear_probe"], record["structure"]
+    assert probe["n_test"] == 60 and 0.0 <= probe["robust_accuracy"] <= probe["accuracy"] <= 1.0
+    assert probe["accuracy"] > 0.2, "a probe on 200 training images of 10 classes beats chance (0.1)"
+    assert structure["n"] == 60
+    for key in ("cka_clean", "cka_adv", "cka_anchor"):
+        assert 0.0 <= structure[key] <= 1.0 + 1e-6, (key, structure[key])
+    assert all(math.isfinite(structure[k]) for k in ("corr_dist_clean", "corr_dist_adv", "corr_dist_anchor"))

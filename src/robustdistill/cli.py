@@ -244,10 +244,11 @@ def evaluate(
         teacher = runs.load_model(structure)[0].eval()
         sample = subset(dataset, min(n or 1000, 1000, len(dataset)), seed=seed)
         x = sample.images.float() / 255
+        on = next(model.parameters()).device  # where `run` left the student
         torch.manual_seed(seed)
         x_adv = torch.cat(
             [
-                PGD(model, eps=eps_value, steps=20)(xb, yb)
+                PGD(model, eps=eps_value, steps=20)(xb.to(on), yb.to(on)).cpu()
                 for xb, yb in zip(x.split(256), sample.labels.split(256), strict=True)
             ]
         )

@@ -84,11 +84,17 @@ def correlation_distance(F_T: Tensor, F_S: Tensor) -> float:
 
 @torch.no_grad()
 def features_of(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
-    """Penultimate features `(n, D)` of `model` in `eval()` mode (its previous mode is restored)."""
+    """Penultimate features `(n, D)` of `model` in `eval()` mode, without autograd, as float32 on the CPU.
+
+    Chunks of `x` are moved to the model's device, so teacher and student may live on different
+    devices; the previous mode is restored.
+    """
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     try:
-        return torch.cat([model.features(chunk) for chunk in x.split(batch_size)])
+        with torch.no_grad():
+            return torch.cat([model.features(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)])
     finally:
         model.train(was_training)
 
