@@ -46,6 +46,7 @@ from robustdistill.methods.contrast import (
     nce_loss_from_scores,
 )
 from robustdistill.methods.registry import register_method
+from robustdistill.train import distributed as dist
 
 ESTIMATORS = ("nce", "infonce")
 REWEIGHTS = ("confidence", "none")
@@ -195,8 +196,9 @@ class GACD(Method):
     def sample_weights(self, teacher_logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """`(w, raw)`: `raw_i = p_T(y_i|x_i)^beta` (0 where the probability is 0), `w = raw / mean(raw)`.
 
-        Both detached, shape (B,). With `reweight=none` both are ones. If every raw weight of the
-        batch is 0, the weights are all 0 (the contrastive term drops out for that batch).
+        Both detached, shape (B,). The mean runs over the global batch (all DDP ranks, whose shards
+        have equal size). With `reweight=none` both are ones. If every raw weight of the batch is 0,
+        the weights are all 0 (the contrastive term drops out for that batch).
         """
         if self.reweight == "none":
             ones = torch.ones(y.shape[0], device=y.device)
@@ -204,7 +206,7 @@ class GACD(Method):
         with torch.no_grad():
             log_p = F.log_softmax(teacher_logits.detach().float(), dim=1).gather(1, y.view(-1, 1)).squeeze(1)
             raw = torch.where(log_p.exp() > 0, torch.exp(self.beta * log_p), torch.zeros_like(log_p))
-            weights = raw / raw.mean().clamp_min(torch.finfo(raw.dtype).tiny)
+            weights = raw / dist.mean_over_ranks(raw.mean()).clamp_min(torch.finfo(raw.dtype).tiny)
         return weights, raw
 
     def sample_negatives(self, index: Tensor) -> Tensor | None:
