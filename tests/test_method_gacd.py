@@ -243,8 +243,9 @@ def test_confidence_weights_zero_for_impossible_samples_and_mean_one():
     assert ones.tolist() == [1.0] * 4
 
 
-def test_full_loss_formula_with_a_fixed_adversarial_batch(monkeypatch):
-    """L = CE(S(x'), y) + beta_c mean_i w_i l_i + alpha_kd KL(p_T(x) || p_S(x')), infonce, by hand."""
+@pytest.mark.parametrize("estimator", ["infonce", "nce"])
+def test_full_loss_formula_with_a_fixed_adversarial_batch(monkeypatch, estimator):
+    """L = CE(S(x'), y) + beta_c mean_i w_i l_i + alpha_kd KL(p_T(x) || p_S(x')), by hand for both estimators."""
     x, y, index = batch()
     x_adv = (x + 0.05).clamp(0, 1)
     teacher_logits = torch.tensor([[-1e9, 1.0, 0.0], [0.5, 2.0, -1.0], [0.0, 0.0, 0.0], [1.0, -1.0, 0.3]])
@@ -257,7 +258,17 @@ def test_full_loss_formula_with_a_fixed_adversarial_batch(monkeypatch):
         return lambda xx, yy, **kw: x_adv.clone()
 
     monkeypatch.setattr(AttackSettings, "pgd", fake_pgd)
-    method = make(teacher, estimator="infonce", alpha_kd=0.5, beta_c=0.8, beta=1.0)
+    method = make(teacher, estimator=estimator, alpha_kd=0.5, beta_c=0.8, beta=1.0)
+    negatives = [[1, 4, 9], [0, 2, 8], [6, 1, 3], [2, 7, 0]]  # nce: K = 3 fixed slots per sample
+    if estimator == "nce":
+        g = torch.Generator().manual_seed(5)
+        bank_t, bank_s = (F.normalize(torch.randn(10, 4, generator=g), dim=1) for _ in range(2))
+        with torch.no_grad():
+            method.memory.teacher.copy_(bank_t)
+            method.memory.student.copy_(bank_s)
+            method.memory.log_z.copy_(torch.tensor([0.3, -0.2]))
+        monkeypatch.setattr(method, "sample_negatives", lambda idx: torch.tensor(negatives))
+        bank_t, bank_s = bank_t.tolist(), bank_s.tolist()
     out = method.compute(student, x, y, index)
     assert calls[0][0] is student and isinstance(calls[0][1], FeatureLoss)
 
@@ -270,7 +281,14 @@ def test_full_loss_formula_with_a_fixed_adversarial_batch(monkeypatch):
         z_t = (g_t / g_t.pow(2).sum(1, keepdim=True).sqrt()).tolist()
         z_s = (g_s / g_s.pow(2).sum(1, keepdim=True).sqrt()).tolist()
     rows_s = logits_s.tolist()
-    l_contrast = infonce_by_hand(z_t, z_s, 0.5)
+    if estimator == "infonce":
+        l_contrast = infonce_by_hand(z_t, z_s, 0.5)
+    else:  # teacher-anchored against the student bank + student-anchored against the teacher bank
+        l_contrast = [
+            nce_by_hand(z_t[i], z_s[i], [bank_s[j] for j in negatives[i]], 0.5, 10, math.exp(0.3))
+            + nce_by_hand(z_s[i], z_t[i], [bank_t[j] for j in negatives[i]], 0.5, 10, math.exp(-0.2))
+            for i in range(B)
+        ]
 
     def softmax(row):
         exps = [math.exp(v - max(row)) for v in row]
