@@ -886,7 +886,9 @@ def cpu_notes(args: argparse.Namespace) -> list[str]:
         "Peak memory on the CPU is the highest running sum of tensor allocations minus frees during one "
         "extra, untimed step, from `torch.profiler`'s memory events: the tensor memory the step needs above "
         "what was held before it (the CPU counterpart of `max_memory_allocated`; the process's resident size "
-        "also holds the allocator's cached pages and the libraries).",
+        "also holds the allocator's cached pages and the libraries). The profiler does not see the freeing of "
+        "blocks allocated before the step (the previous step's gradients), so the figure can exceed the true "
+        "peak by at most their size (the parameters' size, under 2 MiB for these models).",
     ]
     if args.also_other_layout:
         notes.append(
