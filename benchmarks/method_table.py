@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    raw = list(argv or sys.argv[1:])
+    shown = ["(the paragraph under the table)" if i and raw[i - 1] == "--note" else a for i, a in enumerate(raw)]
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *shown])
     Path(args.out).mkdir(parents=True, exist_ok=True)
     labels = args.only.split(",") if args.only else list(ENTRIES)
     records: dict[str, dict[str, Any]] = {}

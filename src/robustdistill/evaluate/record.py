@@ -40,13 +40,19 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accuracy (%)") -> None:
-    """A terminal table: one row per model, one column per attack."""
+def _columns(records: dict[str, dict[str, Any]]) -> list[str]:
+    """Every attack that any record holds, in first-seen order, with `worst_case` last."""
     columns: list[str] = []
     for record in records.values():
         for name in record["accuracy"]:
             if name not in columns:
                 columns.append(name)
+    return sorted(columns, key=lambda name: name == "worst_case")
+
+
+def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accuracy (%)") -> None:
+    """A terminal table: one row per model, one column per attack."""
+    columns = _columns(records)
     table = Table(title=title)
     table.add_column("model")
     for name in columns:
@@ -58,11 +64,7 @@ def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accu
 
 
 def markdown_table(records: dict[str, dict[str, Any]]) -> str:
-    columns: list[str] = []
-    for record in records.values():
-        for name in record["accuracy"]:
-            if name not in columns:
-                columns.append(name)
+    columns = _columns(records)
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for label, record in records.items():
         accuracy = record["accuracy"]
