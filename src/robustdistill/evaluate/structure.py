@@ -93,8 +93,7 @@ def features_of(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
     device = next(model.parameters()).device
     model.eval()
     try:
-        with torch.no_grad():
-            return torch.cat([model.features(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)])
+        return torch.cat([model.features(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)])
     finally:
         model.train(was_training)
 
