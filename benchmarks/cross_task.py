@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", default="animal-mnist", help="task B: the student's data")
     parser.add_argument("--out", default="benchmarks/results/cross-task")
     parser.add_argument("--work", default="runs/bench/cross-task")
-    add_budget_arguments(parser)
+    add_budget_arguments(parser, student="smallcnn", subset=5000, epochs=5, lr=0.01)  # its recorded budget
     parser.add_argument("--n", type=int, default=1000, help="test images for the attacks and the probe")
     return parser.parse_args(argv)
 

@@ -1,20 +1,31 @@
-"""The full method table: every method with identical teacher, student, data, epochs and seed.
+"""The method table of the evidence protocol: every method, three seeds, one teacher, one student.
 
-Each entry trains a student through the same code path as `robustdistill distill` /
-`train-teacher`, then runs the attack suite on a fixed class-balanced test subset. Results go
-to `<out>/<label>.json` (one record per result) and `<out>/table.md`. Finished entries are
-skipped on a rerun, so an interrupted benchmark continues where it stopped.
+Protocol (docs/results.md explains why each choice):
 
-Example (the command recorded in benchmarks/results/fashion-mnist/table.md):
+- teacher `zoo:fashion-mnist-pgd-at` (shipped with the package), student `lenet-small`
+  (16x fewer multiply-adds); the whole Fashion-MNIST training split less its 5000-image validation
+  split (`--val-size`), eps 0.1, the same epochs, batch, schedule and `--steps`-step PGD everywhere;
+- tuning: each method's learning rate is chosen from `--lr-grid` on the validation split (seed 0,
+  `--tune-epochs` epochs, highest final validation PGD-10 accuracy), the same budget for every method;
+- three seeds (`--seeds`) of the full run with that learning rate; convergence: the validation PGD-10
+  accuracy of the last 3 epochs within 0.5 points of the 3 before (`converged` in each record);
+- test: clean and PGD-20 on all 10 000 test images, CW-inf on `--cw-n` and standard AutoAttack on
+  `--aa-n` class-balanced test images (seed 0: the same images for every student).
 
-    python benchmarks/method_table.py --teacher runs/bench/teacher --natural-teacher runs/bench/natural \
-        --out benchmarks/results/fashion-mnist --work runs/bench
+One JSON record per trained student (`<out>/runs/<label>-seed<S>.json`: method, options, seed, lr,
+weights hash, training seconds, validation curve, per-image correctness per attack) and one per tuning
+(`<out>/tuning/<label>.json`); `<out>/table.md` holds mean ± std over seeds and, per method, the
+difference to `pgd-at` and to the best baseline with a paired bootstrap 95 % interval. Finished records
+are skipped on a rerun, so the table can be built in slices (`--only`) over several sessions.
+
+    python benchmarks/method_table.py --only pgd-at,rslad --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import sys
@@ -22,183 +33,297 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from robustdistill import data as data_lib
 from robustdistill import models
 from robustdistill.config import load_config
-from robustdistill.evaluate import environment, markdown_table, print_table, run, write_record
-from robustdistill.runs import train_from_config
+from robustdistill.evaluate import run, write_record
+from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_std, paired_bootstrap
+from robustdistill.runs import resolve_weights, train_from_config
 from robustdistill.train import read_metrics
 
-# label -> (method, method options, needs a teacher)
-ENTRIES: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "standard": ("standard", {}, False),
-    "pgd-at": ("pgd-at", {}, False),
-    "trades": ("trades", {}, False),
-    "mart": ("mart", {}, False),
-    "kd": ("kd", {}, True),
-    "ard": ("ard", {}, True),
-    "iad": ("iad", {"warmup_epochs": 2}, True),
-    "rslad": ("rslad", {}, True),
-    "adaad": ("adaad", {}, True),
-    "mtard": ("mtard", {}, True),
-    "paths": ("paths", {}, True),
-    "paths-untargeted": ("paths", {"branches": "untargeted"}, True),
-    "paths-targeted": ("paths", {"branches": "targeted"}, True),
-    "paths-uniform": ("paths", {"weighting": "uniform"}, True),
-    "paths-last": ("paths", {"weighting": "last"}, True),
-    "gacd-nce": ("gacd", {"estimator": "nce"}, True),
-    "gacd-nce-noreweight": ("gacd", {"estimator": "nce", "reweight": "none"}, True),
-    "gacd-infonce": ("gacd", {"estimator": "infonce"}, True),
-    "gacd-infonce-noreweight": ("gacd", {"estimator": "infonce", "reweight": "none"}, True),
+BASELINE, HEADLINE, ABLATION, REFERENCE = "baseline", "headline", "ablation", "reference"
+# label -> (method, method options, group)
+ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "standard": ("standard", {}, REFERENCE),
+    "pgd-at": ("pgd-at", {}, BASELINE),
+    "trades": ("trades", {}, BASELINE),
+    "mart": ("mart", {}, BASELINE),
+    "kd": ("kd", {}, BASELINE),
+    "ard": ("ard", {}, BASELINE),
+    "iad": ("iad", {"warmup_epochs": 2}, BASELINE),
+    "rslad": ("rslad", {}, BASELINE),
+    "adaad": ("adaad", {}, BASELINE),
+    "mtard": ("mtard", {}, BASELINE),
+    "paths": ("paths", {}, HEADLINE),
+    "gacd-nce": ("gacd", {"estimator": "nce"}, HEADLINE),
+    "gacd-infonce": ("gacd", {"estimator": "infonce"}, HEADLINE),
+    "paths-untargeted": ("paths", {"branches": "untargeted"}, ABLATION),
+    "paths-targeted": ("paths", {"branches": "targeted"}, ABLATION),
+    "paths-uniform": ("paths", {"weighting": "uniform"}, ABLATION),
+    "paths-last": ("paths", {"weighting": "last"}, ABLATION),
+    "gacd-nce-noreweight": ("gacd", {"estimator": "nce", "reweight": "none"}, ABLATION),
+    "gacd-infonce-noreweight": ("gacd", {"estimator": "infonce", "reweight": "none"}, ABLATION),
 }
+TEACHER_OBJECTIVES = ("standard", "pgd-at", "trades", "mart")
+ATTACK_COLUMNS = ("clean", "pgd-20", "cw", "autoattack")
+CURVE_KEY = "eval_pgd-10"
+EVAL_SEED = 0
 
 
-def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training budget every student of the benchmarks shares (also used by cross_task.py)."""
-    parser.add_argument("--student", default="smallcnn")
-    parser.add_argument("--subset", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.01, help="0.01 as TRADES for the BN-free SmallCNN")
+BUDGET = {"student": "lenet-small", "subset": None, "epochs": 30, "batch_size": 128, "lr": 0.05, "steps": 5}
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+    """The training budget every student of a benchmark shares (cross_task.py passes its own defaults)."""
+    budget = {**BUDGET, **defaults}
+    parser.add_argument("--student", default=budget["student"])
+    parser.add_argument("--subset", type=int, default=budget["subset"], help="training images (default: all)")
+    parser.add_argument("--epochs", type=int, default=budget["epochs"])
+    parser.add_argument("--batch-size", type=int, default=budget["batch_size"])
+    parser.add_argument("--lr", type=float, default=budget["lr"])
     parser.add_argument("--eps", type=float, default=0.1)
-    parser.add_argument("--steps", type=int, default=5, help="PGD steps of every method's inner maximisation")
+    parser.add_argument("--steps", type=int, default=budget["steps"], help="PGD steps of every inner maximisation")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="teacher run directory or weights file")
+    parser.add_argument("--teacher", default="zoo:fashion-mnist-pgd-at", help="teacher run directory, file or zoo:NAME")
     parser.add_argument("--natural-teacher", help="natural teacher for mtard (skipped without it)")
-    parser.add_argument("--out", default="benchmarks/results/fashion-mnist")
-    parser.add_argument("--work", default="runs/bench", help="where the student runs are written")
+    parser.add_argument("--out", default="benchmarks/results/fashion-mnist-evidence")
+    parser.add_argument("--work", default="runs/evidence", help="where the training runs are written")
     parser.add_argument("--only", help="comma-separated entry labels (default: all)")
     parser.add_argument("--data", default="fashion-mnist")
     add_budget_arguments(parser)
-    parser.add_argument("--n", type=int, default=1000, help="test images for clean, FGSM, PGD-20 and CW")
-    parser.add_argument("--attacks", default="clean,fgsm,pgd-20,cw")
-    parser.add_argument("--aa-n", type=int, default=200, help="test images for AutoAttack (standard)")
-    parser.add_argument("--teacher-record", help="the teacher's evaluation record (same attacks and subset)")
-    parser.add_argument(
-        "--evaluate-teacher",
-        action="store_true",
-        help="measure the teacher like a student (same attacks, subsets and seed) into <out>/teacher.json",
-    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--lr-grid", default="0.01,0.05", help="learning rates tried on the validation split")
+    parser.add_argument("--tune-epochs", type=int, default=10)
+    parser.add_argument("--cw-n", type=int, default=1000, help="test images for CW-inf")
+    parser.add_argument("--aa-n", type=int, default=1000, help="test images for standard AutoAttack")
+    parser.add_argument("--evaluate-teacher", action="store_true", help="also measure the teacher (runs/teacher.json)")
     parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from the records")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--note", default="", help="a sentence added to table.md (how the run was split, ...)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    args.lr_grid = [float(v) for v in str(args.lr_grid).split(",") if v.strip()]
+    return args
 
 
-def train_entry(label: str, args: argparse.Namespace) -> Path:
-    method, options, needs_teacher = ENTRIES[label]
-    run_dir = Path(args.work) / label
+def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: argparse.Namespace) -> Path:
+    """One training run through the `train-teacher` / `distill` code path (resumed if interrupted)."""
     if (run_dir / "model.safetensors").exists():
         return run_dir
+    method, options, _ = ENTRIES[label]
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     flags: dict[str, Any] = {
         "data": args.data,
         "model": args.student,
         "method": method,
         "method_opts": options,
+        "val_size": args.val_size,
         "subset": args.subset,
-        "test_subset": 500,
-        "epochs": args.epochs,
+        "epochs": epochs,
         "batch_size": args.batch_size,
-        "lr": args.lr,
+        "lr": lr,
+        "schedule": "cosine",
         "eps": args.eps,
         "steps": args.steps,
-        "seed": args.seed,
+        "seed": seed,
         "run_dir": str(run_dir),
         "overwrite": not resume,
-        "eval_attacks": ["clean", "pgd-20"],
+        "eval_n": 1000,
+        "eval_attacks": ["clean", "pgd-10"],
+        "checkpoint_every": 0,
     }
-    command = "train-teacher"
-    if needs_teacher:
-        command = "distill"
+    command = "train-teacher" if method in TEACHER_OBJECTIVES else "distill"
+    if command == "distill":
         flags["teacher"] = args.teacher
         if method == "mtard":
             flags["natural_teacher"] = args.natural_teacher
-    train_from_config(command, load_config(flags=flags), resume=resume, quiet=False)
+    train_from_config(command, load_config(flags=flags), resume=resume, quiet=True)
     return run_dir
 
 
-def add_autoattack(
-    record: dict[str, Any], model: torch.nn.Module, test: data_lib.ArrayDataset, args: argparse.Namespace
-) -> None:
-    """Standard AutoAttack on its own (smaller) class-balanced subset of `aa_n` images, added to `record`."""
-    strong = run(model, test, attacks=["autoattack"], eps=args.eps, n=args.aa_n, seed=args.seed)
-    record["accuracy"]["autoattack"] = strong["accuracy"]["autoattack"]
-    record["attacks"]["autoattack"] = {**strong["attacks"]["autoattack"], "n_examples": strong["n_examples"]}
-    record["seconds"]["autoattack"] = strong["seconds"]["autoattack"]
+def validation_curve(run_dir: Path) -> list[float]:
+    """The per-epoch validation PGD-10 accuracy of a run."""
+    return [r[CURVE_KEY] for r in read_metrics(run_dir) if r.get("kind") == "epoch" and CURVE_KEY in r]
+
+
+def converged(curve: list[float], window: int = 3, tolerance: float = 0.005) -> bool:
+    """The mean of the last `window` epochs within `tolerance` of the `window` before."""
+    if len(curve) < 2 * window:
+        return False
+    return abs(float(np.mean(curve[-window:])) - float(np.mean(curve[-2 * window : -window]))) <= tolerance
+
+
+def tuned_lr(label: str, args: argparse.Namespace) -> float:
+    """The learning rate of `label`, chosen on the validation split (recorded in `<out>/tuning/`)."""
+    if len(args.lr_grid) == 1:
+        return args.lr_grid[0]
+    path = Path(args.out) / "tuning" / f"{label}.json"
+    if path.exists():
+        return float(json.loads(path.read_text())["chosen_lr"])
+    scores: dict[str, float] = {}
+    for lr in args.lr_grid:
+        run_dir = Path(args.work) / "tune" / f"{label}-lr{lr:g}"
+        curve = validation_curve(train(label, 0, lr, args.tune_epochs, run_dir, args))
+        scores[f"{lr:g}"] = curve[-1] if curve and math.isfinite(curve[-1]) else -1.0
+    chosen = float(max(scores, key=lambda k: scores[k]))
+    record = {
+        "label": label,
+        "criterion": f"final validation PGD-10 accuracy after {args.tune_epochs} epochs, seed 0",
+        "val_pgd10_by_lr": scores,
+        "chosen_lr": chosen,
+        "val_size": args.val_size,
+    }
+    write_record(record, path)
+    return chosen
+
+
+def measure(model: torch.nn.Module, test: data_lib.ArrayDataset, args: argparse.Namespace) -> dict[str, Any]:
+    """Clean and PGD-20 on the whole test split, CW and AutoAttack on their class-balanced subsets."""
+    subsets = {"clean": None, "pgd-20": None, "cw": args.cw_n, "autoattack": args.aa_n}
+    out: dict[str, Any] = {"accuracy": {}, "n_examples": {}, "attacks": {}, "seconds": {}, "per_sample": {}}
+    for attack, n in subsets.items():
+        if n == 0:
+            continue
+        record = run(model, test, attacks=[attack], eps=args.eps, n=n, seed=EVAL_SEED, progress=False)
+        out["accuracy"][attack] = record["accuracy"][attack]
+        out["n_examples"][attack] = record["n_examples"]
+        out["attacks"][attack] = record["attacks"][attack]
+        out["seconds"][attack] = record["seconds"][attack]
+        out["per_sample"][attack] = encode_correct(record["per_sample_worst_case"])
+        out["environment"] = record["environment"]
+    return out
 
 
 def train_seconds(run_dir: Path) -> float:
     """Seconds spent in the training epochs of a run, from its metrics log."""
-    return sum(r.get("seconds", 0.0) for r in read_metrics(run_dir))
+    return sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch")
 
 
-def weights_sha256(run_dir: Path) -> str:
-    return str(json.loads((run_dir / "model.json").read_text())["sha256"])
+def weights_sha256(weights: Path) -> str:
+    return str(json.loads(weights.with_suffix(".json").read_text())["sha256"])
 
 
-def evaluate_entry(label: str, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The attack suite on `n` images, then AutoAttack.
-
-    A record without AutoAttack gets it added on a rerun, but only from the very student it was
-    measured on (same weights hash): a retrained student would mix two models in one record.
-    """
-    path = Path(args.out) / f"{label}.json"
-    record = json.loads(path.read_text()) if path.exists() else None
-    if record is not None and (not args.aa_n or "autoattack" in record["accuracy"]):
-        return record
-    if record is not None and record.get("weights_sha256") != weights_sha256(run_dir):
-        raise SystemExit(
-            f"{path} was measured on another student than {run_dir} (weights hash differs or was not recorded): "
-            "delete the record to measure the new student from scratch"
-        )
-    model = models.load(run_dir / "model.safetensors").eval()
-    test = data_lib.load(args.data, "test")
-    if record is not None:
-        add_autoattack(record, model, test, args)
-        write_record(record, path)
-        return record
-    record = run(model, test, attacks=args.attacks, eps=args.eps, n=args.n, seed=args.seed)
-    record.pop("per_sample_worst_case")
-    if args.aa_n:
-        add_autoattack(record, model, test, args)
+def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.out) / "runs" / f"{label}-seed{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    weights = run_dir / "model.safetensors"
+    record = measure(models.load(weights).eval(), data_lib.load(args.data, "test"), args)
+    method, options, group = ENTRIES[label]
+    curve = validation_curve(run_dir)
     record.update(
         label=label,
-        method=ENTRIES.get(label, (label, {}, False))[0],
-        method_opts=ENTRIES.get(label, (label, {}, False))[1],
+        method=method,
+        method_opts=options,
+        group=group,
+        seed=seed,
+        lr=lr,
+        epochs=args.epochs,
+        student=args.student,
+        teacher=args.teacher if method not in TEACHER_OBJECTIVES else None,
+        weights_sha256=weights_sha256(weights),
         train_seconds=train_seconds(run_dir),
+        val_curve_pgd10=curve,
+        converged=converged(curve),
         run_dir=str(run_dir),
-        weights_sha256=weights_sha256(run_dir),
     )
     write_record(record, path)
     return record
 
 
-def write_table(records: dict[str, dict[str, Any]], args: argparse.Namespace, command: str) -> Path:
+def evaluate_teacher(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.out) / "runs" / "teacher.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    weights = resolve_weights(args.teacher)
+    record = measure(models.load(weights).eval(), data_lib.load(args.data, "test"), args)
+    record.update(
+        label="teacher", group="teacher", seed=None, teacher=args.teacher, weights_sha256=weights_sha256(weights)
+    )
+    write_record(record, path)
+    return record
+
+
+def _cell(values: list[float]) -> str:
+    mean, std = mean_std([100 * v for v in values])
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def _stacked(records: list[dict[str, Any]], attack: str) -> np.ndarray | None:
+    rows = [decode_correct(r["per_sample"][attack]) for r in records if attack in r.get("per_sample", {})]
+    return np.stack(rows) if rows and len({row.size for row in rows}) == 1 else None
+
+
+def _difference(a: list[dict[str, Any]], b: list[dict[str, Any]], attack: str) -> str:
+    stack_a, stack_b = _stacked(a, attack), _stacked(b, attack)
+    if stack_a is None or stack_b is None or stack_a.shape[1] != stack_b.shape[1]:
+        return "-"
+    diff, low, high = paired_bootstrap(stack_a, stack_b)
+    return f"{100 * diff:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
+def table_rows(groups: dict[str, list[dict[str, Any]]], key_attack: str) -> tuple[list[str], str | None]:
+    """The markdown rows of `groups` (label -> its seeds' records) and the best baseline's label."""
+    def score(label: str) -> float:
+        values = [r["accuracy"].get(key_attack, math.nan) for r in groups[label]]
+        return float(np.mean(values))
+
+    baselines = [label for label in groups if ENTRIES.get(label, ("", {}, ""))[2] == BASELINE]
+    best = max(baselines, key=score) if baselines else None
+    header = ["model", "group", "seeds", *[f"{a} (n)" for a in ATTACK_COLUMNS], "Δ vs pgd-at", "Δ vs best baseline"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * (len(ATTACK_COLUMNS) + 2)]
+    for label, records in groups.items():
+        cells = []
+        for attack in ATTACK_COLUMNS:
+            values = [r["accuracy"][attack] for r in records if attack in r["accuracy"]]
+            n = records[0].get("n_examples", {}).get(attack) if isinstance(records[0].get("n_examples"), dict) else None
+            cells.append(f"{_cell(values)} ({n})" if values else "-")
+        versus_pgd = _difference(records, groups["pgd-at"], key_attack) if "pgd-at" in groups else "-"
+        versus_best = _difference(records, groups[best], key_attack) if best and label != best else "-"
+        group = records[0].get("group", "")
+        seeds = sum(1 for r in records if r.get("seed") is not None) or "-"
+        lines.append(f"| {label} | {group} | {seeds} | " + " | ".join(cells) + f" | {versus_pgd} | {versus_best} |")
+    return lines, best
+
+
+def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespace, command: str) -> Path:
+    key_attack = "autoattack" if any("autoattack" in r["accuracy"] for rs in groups.values() for r in rs) else "pgd-20"
+    rows, best = table_rows(groups, key_attack)
+    costs = {label: [r["train_seconds"] for r in rs if "train_seconds" in r] for label, rs in groups.items()}
+    unconverged = [
+        f"{r['label']} seed {r['seed']}" for rs in groups.values() for r in rs if r.get("converged") is False
+    ]
+
     lines = [
-        f"# Method table: {args.data}, eps {args.eps}",
+        f"# Method table (evidence protocol): {args.data}, eps {args.eps}",
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, "
         f"{time.strftime('%Y-%m-%d')}. Student `{args.student}`, teacher `{args.teacher}`; every method trained "
-        f"{args.epochs} epochs on the same {args.subset}-image class-balanced training subset (seed {args.seed}), "
-        f"batch {args.batch_size}, lr {args.lr}, {args.steps}-step PGD (step eps/4) for every inner maximisation. "
-        f"Accuracy (%) on a fixed class-balanced subset of {args.n} test images; `worst_case` counts an image only "
-        "if it survives clean, FGSM, PGD-20 and CW. AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) runs on "
-        f"its own class-balanced subset of {args.aa_n} test images (CPU time).",
+        f"{args.epochs} epochs (cosine) on the training split less a {args.val_size}-image validation split, "
+        f"batch {args.batch_size}, {args.steps}-step PGD (step eps/4), learning rate chosen per method from "
+        f"{args.lr_grid} on the validation split ({args.tune_epochs} epochs, seed 0). Accuracy (%) as mean ± std "
+        f"over seeds; n = test images of the column (the same images for every model). Δ: difference in "
+        f"{key_attack} accuracy (points) with a paired bootstrap 95 % interval over those images, the correctness "
+        f"of each image averaged over seeds. Best baseline by {key_attack}: `{best}`.",
         "",
-        markdown_table(records),
+        *rows,
         "",
-        *([args.note, ""] if args.note else []),
-        "Training time (s, on this machine): "
-        + ", ".join(f"{label} {r['train_seconds']:.0f}" for label, r in records.items() if "train_seconds" in r),
+        "Training seconds per run (mean over seeds): "
+        + ", ".join(f"{label} {np.mean(v):.0f}" for label, v in costs.items() if v),
+        "",
+        f"Total training seconds of these records: {sum(sum(v) for v in costs.values()):.0f}.",
+        "",
+        "Runs not converged by the criterion (validation PGD-10, last 3 epochs within 0.5 points of the 3 "
+        "before): " + (", ".join(unconverged) or "none") + ".",
         "",
     ]
     path = Path(args.out) / "table.md"
@@ -206,35 +331,41 @@ def write_table(records: dict[str, dict[str, Any]], args: argparse.Namespace, co
     return path
 
 
+def load_groups(out: Path) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        groups.setdefault(record["label"], []).append(record)
+    order = ["teacher", *ENTRIES]
+    return {label: groups[label] for label in order if label in groups}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    raw = list(argv or sys.argv[1:])
-    shown = ["(the paragraph under the table)" if i and raw[i - 1] == "--note" else a for i, a in enumerate(raw)]
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *shown])
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    raw = list(argv if argv is not None else sys.argv[1:])
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *raw])
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
     labels = args.only.split(",") if args.only else list(ENTRIES)
-    records: dict[str, dict[str, Any]] = {}
-    teacher_record = Path(args.teacher_record) if args.teacher_record else None
-    if teacher_record is not None and teacher_record.exists():
-        records["teacher"] = json.loads(teacher_record.read_text())
+    unknown = sorted(set(labels) - set(ENTRIES))
+    if unknown:
+        raise SystemExit(f"unknown labels {unknown}; known: {', '.join(ENTRIES)}")
     if args.evaluate_teacher and not args.table_only:
-        records["teacher"] = evaluate_entry("teacher", Path(args.teacher), args)
+        evaluate_teacher(args)
     for label in [] if args.table_only else labels:
         if ENTRIES[label][0] == "mtard" and not args.natural_teacher:
             print(f"skipping {label}: no --natural-teacher", file=sys.stderr)
             continue
-        run_dir = train_entry(label, args)
-        records[label] = evaluate_entry(label, run_dir, args)
-        print_table({label: records[label]})
-    for path in sorted(Path(args.out).glob("*.json")):
-        label = path.stem
-        if (label in ENTRIES or label == "teacher") and label not in records:
-            records[label] = json.loads(path.read_text())
-    ordered = {k: records[k] for k in ["teacher", *ENTRIES] if k in records}
-    print_table(ordered)
-    print(f"table: {write_table(ordered, args, command)}; environment: {environment()}")
+        lr = tuned_lr(label, args)
+        for seed in args.seeds:
+            started = time.perf_counter()
+            run_dir = train(label, seed, lr, args.epochs, Path(args.work) / f"{label}-seed{seed}", args)
+            record = evaluate(label, seed, lr, run_dir, args)
+            shown = ", ".join(f"{a} {100 * v:.2f}" for a, v in record["accuracy"].items())
+            print(f"{label} seed {seed} (lr {lr:g}): {shown} [{time.perf_counter() - started:.0f} s]", flush=True)
+    print(f"table: {write_table(load_groups(out), args, command)}")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,8 @@ def test_load_tiny_imagenet_tree_and_cifar100_archive(tmp_path: Path) -> None:
     train = data.load("tiny-imagenet", data_dir=tmp_path / "tiny")
     assert train.classes == ["n01", "n02"] and train.labels.tolist() == [0, 1] and train.shape == (3, 64, 64)
     assert train.images[:, 0, 0, 0].tolist() == [30, 60]
-    test = data.load("tiny-imagenet", "val", data_dir=tmp_path / "tiny")
+    # Tiny-ImageNet ships its labelled held-out images as val/: they are our test split.
+    test = data.load("tiny-imagenet", "test", data_dir=tmp_path / "tiny")
     assert (test.split, test.labels.tolist(), int(test.images.max())) == ("test", [1], 90)
 
     base = tmp_path / "c100" / "cifar-100-python"

@@ -30,6 +30,7 @@ TINY: dict[str, tuple[str, dict]] = {
     "wrn-34-10": ("wrn-34-1", {}),
     "mobilenet-v2": ("mobilenet-v2", {"width": 0.25}),
     "smallcnn": ("smallcnn", {"width": 0.5, "hidden": 32}),
+    "lenet-small": ("lenet-small", {"width": 0.5, "hidden": 16}),
 }
 SHAPES = [(3, 32, 32), (1, 28, 28), (1, 8, 8)]
 
@@ -123,6 +124,8 @@ def test_parameter_counts_match_the_papers() -> None:
     assert close(count("preact-resnet-18"), 11.17e6)
     assert 2.2e6 <= count("mobilenet-v2") <= 2.35e6
     assert 0.3e6 <= count("smallcnn", in_channels=1) <= 1e6
+    # LeNetSmall of Croce et al.: conv 16 (4x4x1) + conv 32 (4x4x16) + fc 1568x100 + fc 100x10, with biases
+    assert count("lenet-small", in_channels=1) == 16 * 16 + 16 + 32 * 256 + 32 + 1568 * 100 + 100 + 100 * 10 + 10
     assert close(count("wrn-34-10"), 46.16e6)
     assert close(count("wrn-28-10"), 36.48e6)
     assert close(count("resnet-18", num_classes=100), 11.22e6, rel=0.005)

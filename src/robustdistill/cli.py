@@ -45,6 +45,14 @@ EpsOpt = Annotated[
 ]
 StepsOpt = Annotated[int | None, typer.Option("--steps", help="PGD steps of the inner maximisation.")]
 SubsetOpt = Annotated[int | None, typer.Option("--subset", help="Train on a fixed class-balanced subset of N images.")]
+ValSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--val-size",
+        help="Validation images held out of the training split for per-epoch evaluation "
+        "(default 10 %, at most 5000; 0: none).",
+    ),
+]
 TestSubsetOpt = Annotated[
     int | None, typer.Option("--test-subset", help="Evaluate on a class-balanced subset of N test images.")
 ]
@@ -100,6 +108,7 @@ def train_teacher(
     eps: EpsOpt = None,
     steps: StepsOpt = None,
     subset: SubsetOpt = None,
+    val_size: ValSizeOpt = None,
     test_subset: TestSubsetOpt = None,
     seed: SeedOpt = None,
     run_dir: RunDirOpt = None,
@@ -124,7 +133,10 @@ def train_teacher(
 def distill(
     overrides: Overrides = None,
     config: ConfigOpt = None,
-    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher run directory or weights file.")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option("--teacher", help="Teacher run directory, weights file or zoo:NAME (see `robustdistill zoo`)."),
+    ] = None,
     natural_teacher: Annotated[
         str | None, typer.Option("--natural-teacher", help="Natural (non-robust) teacher, for mtard.")
     ] = None,
@@ -138,6 +150,7 @@ def distill(
     eps: EpsOpt = None,
     steps: StepsOpt = None,
     subset: SubsetOpt = None,
+    val_size: ValSizeOpt = None,
     test_subset: TestSubsetOpt = None,
     seed: SeedOpt = None,
     run_dir: RunDirOpt = None,
@@ -162,7 +175,7 @@ def distill(
 
 @app.command("evaluate")
 def evaluate(
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Run directory or weights file.")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Run directory, weights file or zoo:NAME.")],
     data: Annotated[str, typer.Option("--data", help="Dataset name.")] = "fashion-mnist",
     data_dir: DataDirOpt = None,
     split: Annotated[str, typer.Option("--split")] = "test",
@@ -332,6 +345,31 @@ def list_models() -> None:
         table.add_row(name)
     console.print(table)
     console.print("WideResNets of any depth/width: wrn-D-K with (D-4) divisible by 6, e.g. wrn-16-4.")
+
+
+@app.command("zoo")
+def list_zoo() -> None:
+    """List the shipped robust teachers (use them as --teacher zoo:NAME) with their measured accuracies."""
+    from robustdistill.models import zoo
+
+    table = Table(title="model zoo (accuracy %, test images in brackets)")
+    for column in ("name", "arch", "data", "eps", "clean", "PGD-20", "AutoAttack", "sha256"):
+        table.add_column(column)
+    for name in zoo.names():
+        entry = zoo.record(name)
+        cells: dict[str, str] = {}
+        for evaluation in entry.get("evaluations", []):
+            for attack, accuracy in evaluation["accuracy"].items():
+                cells.setdefault(attack, f"{100 * accuracy:.2f} ({evaluation['n_examples']})")
+        table.add_row(
+            f"zoo:{name}",
+            entry["arch"],
+            entry["dataset"],
+            f"{entry['eps']:g}",
+            *(cells.get(attack, "-") for attack in ("clean", "pgd-20", "autoattack")),
+            entry["sha256"][:12],
+        )
+    console.print(table)
 
 
 @app.command("datasets")

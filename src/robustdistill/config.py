@@ -31,6 +31,7 @@ class RunConfig(BaseModel):
     data: str = "fashion-mnist"
     data_dir: str | None = None
     download: bool = False
+    val_size: int | None = Field(default=None, ge=0)
     subset: int | None = Field(default=None, ge=1)
     test_subset: int | None = Field(default=None, ge=1)
     augment: bool = True

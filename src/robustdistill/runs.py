@@ -34,18 +34,33 @@ RESULT_FILES = (
 @dataclass
 class Datasets:
     train: data_lib.ArrayDataset
+    val: data_lib.ArrayDataset | None
     test: data_lib.ArrayDataset
 
 
+def validation_size(cfg: RunConfig, train_size: int) -> int:
+    """`val_size`, or by default 10 % of the training split (at most 5000); 0 means no validation split."""
+    return data_lib.default_validation_size(train_size) if cfg.val_size is None else cfg.val_size
+
+
 def load_datasets(cfg: RunConfig) -> Datasets:
-    """Train and test splits, each cut to its class-balanced subset when asked."""
+    """Train, validation and test splits.
+
+    The validation split is carved from the official training split first (class-balanced, seed 0
+    whatever `--seed`, so every seed sees the same one); `subset` then picks the training images from
+    the rest and `test_subset` the test images.
+    """
     train = data_lib.load(cfg.data, "train", data_dir=cfg.data_dir, download=cfg.download)
     test = data_lib.load(cfg.data, "test", data_dir=cfg.data_dir, download=cfg.download)
+    val = None
+    size = validation_size(cfg, len(train))
+    if size:
+        train, val = data_lib.split_validation(train, size)
     if cfg.subset is not None and cfg.subset < len(train):
         train = data_lib.subset(train, cfg.subset, seed=cfg.seed)
     if cfg.test_subset is not None and cfg.test_subset < len(test):
         test = data_lib.subset(test, cfg.test_subset, seed=cfg.seed)
-    return Datasets(train, test)
+    return Datasets(train, val, test)
 
 
 def augmentation(cfg: RunConfig) -> dict[str, Any] | None:
@@ -69,8 +84,8 @@ def create_model(name: str, dataset: data_lib.ArrayDataset, options: dict[str, A
 
 
 def resolve_weights(path: str | Path) -> Path:
-    """A run directory or a weights file -> the weights file."""
-    path = Path(path)
+    """A run directory, a weights file or `zoo:NAME` -> the weights file."""
+    path = model_lib.zoo.resolve(path)
     if path.is_dir():
         for name in ("model.safetensors", "model_ema.safetensors"):
             if (path / name).is_file():
@@ -118,7 +133,10 @@ def check_input_channels(model: nn.Module, dataset: data_lib.ArrayDataset, role:
 
 def trained_on(path: str | Path) -> str | None:
     """The dataset a model was trained on, from the `config.yaml` of its run directory (None if unknown)."""
-    path = Path(path)
+    try:
+        path = model_lib.zoo.resolve(path)
+    except ConfigError:
+        return None
     config = path / "config.yaml" if path.is_dir() else path.parent / "config.yaml"
     try:
         name = yaml.safe_load(config.read_text()).get("data")
@@ -205,15 +223,15 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
         raise ConfigError(f"cannot create the run directory '{run_dir}': {error.strerror or error}") from None
 
 
-def sanity_check_teacher(teacher: nn.Module, test: data_lib.ArrayDataset) -> float:
-    """Warn when a teacher is near chance on a few test batches (a wrong or broken checkpoint)."""
+def sanity_check_teacher(teacher: nn.Module, held_out: data_lib.ArrayDataset) -> float:
+    """Warn when a teacher is near chance on a few held-out batches (a wrong or broken checkpoint)."""
     from robustdistill.evaluate import run
 
-    record = run(teacher, test, attacks=["clean"], eps=1.0, n=min(256, len(test)), progress=False)
+    record = run(teacher, held_out, attacks=["clean"], eps=1.0, n=min(256, len(held_out)), progress=False)
     clean = record["accuracy"]["clean"]
-    if clean < 1.5 / test.num_classes:
+    if clean < 1.5 / held_out.num_classes:
         warnings.warn(
-            f"the teacher's clean accuracy on {record['n_examples']} test images is {100 * clean:.1f}%, "
+            f"the teacher's clean accuracy on {record['n_examples']} {held_out.split} images is {100 * clean:.1f}%, "
             "near chance: is it the right checkpoint for this dataset?",
             stacklevel=2,
         )
@@ -274,20 +292,25 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             (run_dir / "config.yaml").write_text(cfg.to_yaml())
     dist.barrier()
     if not quiet and dist.is_main():
+        held_out = (
+            f"{len(datasets.val)} validation images for the per-epoch evaluation"
+            if datasets.val is not None
+            else "no validation split: no per-epoch evaluation"
+        )
         console.print(
-            f"[bold]{command}[/]: {cfg.method} on {cfg.data} ({len(datasets.train)} train images), "
+            f"[bold]{command}[/]: {cfg.method} on {cfg.data} ({len(datasets.train)} train images, {held_out}), "
             f"model {cfg.model}, eps {cfg.resolved_eps():.4g}, {cfg.epochs} epochs -> {run_dir}"
         )
     same_labels = cfg.method_opts.get("same_label_space", extra.get("same_label_space", True))
     if teacher is not None and same_labels and dist.is_main():
-        sanity_check_teacher(teacher, datasets.test)
+        sanity_check_teacher(teacher, datasets.val if datasets.val is not None else datasets.test)
     fit(
         student,
         method,
         datasets.train,
         config=cfg,
         run_dir=run_dir,
-        eval_data=datasets.test,
+        eval_data=datasets.val,
         resume=resume,
         progress=not quiet,
         augment=augmentation(cfg),

@@ -30,6 +30,7 @@ from robustdistill.data.subset import subset
 from robustdistill.data.svhn import read_svhn
 from robustdistill.data.synthetic import synthetic
 from robustdistill.data.tiny_imagenet import read_tiny_imagenet, tiny_imagenet_classes
+from robustdistill.data.validation import default_validation_size, split_validation
 
 __all__ = [
     "DATASETS",
@@ -40,6 +41,7 @@ __all__ = [
     "available",
     "cache_dir",
     "channel_stats",
+    "default_validation_size",
     "get_spec",
     "imagefolder_classes",
     "info",
@@ -63,6 +65,7 @@ __all__ = [
     "safe_loads",
     "sample_crop_flip",
     "search_dirs",
+    "split_validation",
     "subset",
     "synthetic",
     "tiny_imagenet_classes",

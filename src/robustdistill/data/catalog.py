@@ -23,7 +23,7 @@ from robustdistill.registry import Registry
 
 ENV_VAR = "ROBUSTDISTILL_DATA"
 SPLITS = ("train", "test")
-_SPLIT_ALIASES = {"val": "test", "valid": "test", "validation": "test"}
+_VALIDATION_NAMES = ("val", "valid", "validation")
 
 Reader = Callable[..., tuple[np.ndarray, np.ndarray, "list[str] | None"]]
 Locator = Callable[[Path, str], "Path | None"]
@@ -126,7 +126,12 @@ def locate(name: str, split: str = "train", data_dir: str | Path | None = None) 
 
 
 def _check_split(split: str) -> str:
-    split = _SPLIT_ALIASES.get(split.strip().lower(), split.strip().lower())
+    split = split.strip().lower()
+    if split in _VALIDATION_NAMES:
+        raise ConfigError(
+            f"'{split}' is not a file split: the validation split is carved from the training split; "
+            "use data.split_validation(data.load(name, 'train'), size) (the val_size key in a run)."
+        )
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; use 'train' or 'test'.")
     return split
@@ -143,7 +148,8 @@ def load(
 
     Files are searched in `search_dirs` order; with `download=True`, missing files are fetched
     into `cache_dir(name)` and checked against their published MD5. `options` are dataset
-    specific (for example `resize` for `imagefolder`). `val` is accepted as a synonym of `test`.
+    specific (for example `resize` for `imagefolder`). There is no `val` split on disk: see
+    `data.split_validation`.
     """
     spec = get_spec(name)
     split = _check_split(split)

@@ -7,10 +7,19 @@
 See docs/models.md.
 """
 
-from robustdistill.models import mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet  # registers
+from robustdistill.models import (  # registers
+    lenet_small,
+    mobilenet_v2,
+    preact_resnet,
+    resnet,
+    small_cnn,
+    wide_resnet,
+    zoo,
+)
 from robustdistill.models.base import Classifier
 from robustdistill.models.convert import convert_state_dict
 from robustdistill.models.io import FORMAT_VERSION, load, load_into, load_state_dict_file, load_weights, save
+from robustdistill.models.lenet_small import LeNetSmall
 from robustdistill.models.mobilenet_v2 import MobileNetV2
 from robustdistill.models.preact_resnet import PreActResNet
 from robustdistill.models.registry import available, create, register_model, resolve
@@ -18,11 +27,12 @@ from robustdistill.models.resnet import ResNet
 from robustdistill.models.small_cnn import SmallCNN
 from robustdistill.models.wide_resnet import WideResNet
 
-del mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
+del lenet_small, mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
 
 __all__ = [
     "FORMAT_VERSION",
     "Classifier",
+    "LeNetSmall",
     "MobileNetV2",
     "PreActResNet",
     "ResNet",
@@ -38,4 +48,5 @@ __all__ = [
     "register_model",
     "resolve",
     "save",
+    "zoo",
 ]
