@@ -309,8 +309,12 @@ def demo(
     run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/demo",
     data: Annotated[str | None, typer.Option("--data", help="Default: fashion-mnist, else digits.")] = None,
     data_dir: DataDirOpt = None,
+    train_teacher: Annotated[
+        bool,
+        typer.Option("--train-teacher", help="Train a teacher instead of using the shipped zoo teacher."),
+    ] = False,
     retrain_teacher: Annotated[
-        bool, typer.Option("--retrain-teacher", help="Do not reuse an earlier teacher.")
+        bool, typer.Option("--retrain-teacher", help="Train a teacher and do not reuse an earlier one.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     methods: Annotated[
@@ -327,6 +331,7 @@ def demo(
         run_dir=run_dir,
         data=data,
         data_dir=data_dir,
+        train_teacher=train_teacher,
         retrain_teacher=retrain_teacher,
         seed=seed,
         quiet=quiet,

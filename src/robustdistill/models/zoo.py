@@ -61,6 +61,14 @@ def record(name: str) -> dict[str, Any]:
         raise CheckpointError(f"zoo record {path} is unreadable ({error}); reinstall robustdistill.") from None
 
 
+def for_dataset(dataset: str) -> str | None:
+    """The first entry trained on `dataset` (a canonical dataset name), or None."""
+    for name in names():
+        if record(name).get("dataset") == dataset:
+            return name
+    return None
+
+
 def load(name: str) -> Classifier:
     """The entry's model, weights checked against the SHA-256 in its spec, in eval mode."""
     from robustdistill.models.io import load as load_file
