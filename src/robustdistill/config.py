@@ -38,6 +38,7 @@ class RunConfig(BaseModel):
     model: str = "smallcnn"
     model_opts: dict[str, Any] = Field(default_factory=dict)
     teacher: str | None = None
+    teacher_arch: str | None = None
     natural_teacher: str | None = None
     # objective and its inner maximisation
     method: str = "pgd-at"

@@ -7,9 +7,19 @@
 See docs/models.md.
 """
 
-from robustdistill.models import mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet  # registers
+from robustdistill.models import (  # registers
+    dm_preact_resnet,
+    dm_wide_resnet,
+    mobilenet_v2,
+    preact_resnet,
+    resnet,
+    small_cnn,
+    wide_resnet,
+)
 from robustdistill.models.base import Classifier
 from robustdistill.models.convert import convert_state_dict
+from robustdistill.models.dm_preact_resnet import DMPreActResNet
+from robustdistill.models.dm_wide_resnet import DMWideResNet
 from robustdistill.models.io import FORMAT_VERSION, load, load_into, load_state_dict_file, load_weights, save
 from robustdistill.models.mobilenet_v2 import MobileNetV2
 from robustdistill.models.preact_resnet import PreActResNet
@@ -18,11 +28,13 @@ from robustdistill.models.resnet import ResNet
 from robustdistill.models.small_cnn import SmallCNN
 from robustdistill.models.wide_resnet import WideResNet
 
-del mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
+del dm_preact_resnet, dm_wide_resnet, mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
 
 __all__ = [
     "FORMAT_VERSION",
     "Classifier",
+    "DMPreActResNet",
+    "DMWideResNet",
     "MobileNetV2",
     "PreActResNet",
     "ResNet",

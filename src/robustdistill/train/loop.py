@@ -50,6 +50,7 @@ _FREE_ON_RESUME = frozenset(
         "data_dir",
         "download",
         "teacher",
+        "teacher_arch",
         "natural_teacher",
         "device",
         "eval_every",
