@@ -24,6 +24,8 @@ RESULT_FILES = (
     "model.json",
     "model_ema.safetensors",
     "model_ema.json",
+    "model_swa.safetensors",
+    "model_swa.json",
     "metrics.jsonl",
     "checkpoints",
     "results.json",
@@ -69,10 +71,10 @@ def create_model(name: str, dataset: data_lib.ArrayDataset, options: dict[str, A
 
 
 def resolve_weights(path: str | Path) -> Path:
-    """A run directory or a weights file -> the weights file."""
+    """A run directory or a weights file -> the weights file (a run's SWA average first, when it has one)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("model.safetensors", "model_ema.safetensors"):
+        for name in ("model_swa.safetensors", "model.safetensors", "model_ema.safetensors"):
             if (path / name).is_file():
                 return path / name
         raise CheckpointError(f"run directory '{path}' holds no model.safetensors; did its training finish?")
