@@ -1,5 +1,5 @@
 """Stochastic weight averaging of the student (Izmailov et al., "Averaging Weights Leads to Wider
-Optima and Better Generalization", UAI 2018), as the SAAD and IGDM recipes use it.
+Optima and Better Generalization", UAI 2018), as the official SAAD code uses it (HongsinLee/saad).
 
 `theta_swa = (1 / n) * sum_k theta_k` over the weights at the end of every epoch from `start`
 (1-based) on, kept as a running mean by `torch.optim.swa_utils.AveragedModel`. BatchNorm statistics
