@@ -31,6 +31,9 @@ TINY: dict[str, tuple[str, dict]] = {
     "mobilenet-v2": ("mobilenet-v2", {"width": 0.25}),
     "smallcnn": ("smallcnn", {"width": 0.5, "hidden": 32}),
     "lenet-small": ("lenet-small", {"width": 0.5, "hidden": 16}),
+    "dm-wide-resnet": ("dm-wrn-10-1", {}),
+    "dm-preact-resnet-18": ("dm-preact-resnet-18", {"width": 0.125}),
+    "dm-preact-resnet-34": ("dm-preact-resnet-34", {"width": 0.0625}),
 }
 SHAPES = [(3, 32, 32), (1, 28, 28), (1, 8, 8)]
 
@@ -129,6 +132,8 @@ def test_parameter_counts_match_the_papers() -> None:
     assert close(count("wrn-34-10"), 46.16e6)
     assert close(count("wrn-28-10"), 36.48e6)
     assert close(count("resnet-18", num_classes=100), 11.22e6, rel=0.005)
+    assert close(count("dm-wrn-70-16"), 267e6, rel=0.005)  # Gowal et al. 2020, Table 1
+    assert close(count("dm-wrn-28-10"), 36.48e6)
 
 
 def test_full_size_teacher_output_shapes() -> None:
@@ -161,7 +166,9 @@ def test_channels_last_gives_the_same_outputs() -> None:
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("key", ["smallcnn", "preact-resnet-18", "wide-resnet"])
+@pytest.mark.parametrize(
+    "key", ["smallcnn", "preact-resnet-18", "wide-resnet", "dm-wide-resnet", "dm-preact-resnet-18"]
+)
 def test_compiles_as_one_graph(key: str) -> None:
     model = tiny(key, in_channels=1).eval()
     compiled = torch.compile(model, backend="eager", fullgraph=True)

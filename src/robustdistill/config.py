@@ -39,6 +39,7 @@ class RunConfig(BaseModel):
     model: str = "smallcnn"
     model_opts: dict[str, Any] = Field(default_factory=dict)
     teacher: str | None = None
+    teacher_arch: str | None = None
     natural_teacher: str | None = None
     # objective and its inner maximisation
     method: str = "pgd-at"
@@ -59,6 +60,7 @@ class RunConfig(BaseModel):
     lr_gamma: float = Field(default=0.1, gt=0, le=1)
     warmup_epochs: int = Field(default=0, ge=0)
     ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    swa_start: int | None = Field(default=None, ge=1)
     grad_clip: float | None = Field(default=None, gt=0)
     # machine
     device: str = "auto"
@@ -99,6 +101,15 @@ class RunConfig(BaseModel):
     def _eps_default(self) -> RunConfig:
         if self.eps is None:
             object.__setattr__(self, "eps", 0.1 if self.data in MNIST_LIKE else 8 / 255)
+        return self
+
+    @model_validator(mode="after")
+    def _swa_within_the_run(self) -> RunConfig:
+        if self.swa_start is not None and self.swa_start > self.epochs:
+            raise ValueError(
+                f"swa_start is epoch {self.swa_start} but the run has {self.epochs} epochs; "
+                "averaging must start at an epoch of the run"
+            )
         return self
 
     def resolved_eps(self) -> float:

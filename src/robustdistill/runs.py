@@ -24,6 +24,8 @@ RESULT_FILES = (
     "model.json",
     "model_ema.safetensors",
     "model_ema.json",
+    "model_swa.safetensors",
+    "model_swa.json",
     "metrics.jsonl",
     "checkpoints",
     "results.json",
@@ -84,10 +86,10 @@ def create_model(name: str, dataset: data_lib.ArrayDataset, options: dict[str, A
 
 
 def resolve_weights(path: str | Path) -> Path:
-    """A run directory, a weights file or `zoo:NAME` -> the weights file."""
+    """A run directory, a weights file or `zoo:NAME` -> the weights file (a run's SWA average first)."""
     path = model_lib.zoo.resolve(path)
     if path.is_dir():
-        for name in ("model.safetensors", "model_ema.safetensors"):
+        for name in ("model_swa.safetensors", "model.safetensors", "model_ema.safetensors"):
             if (path / name).is_file():
                 return path / name
         raise CheckpointError(f"run directory '{path}' holds no model.safetensors; did its training finish?")
@@ -107,9 +109,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, Path]:
     if weights.suffix not in (".safetensors", ".json"):
         model_lib.load_state_dict_file(weights)  # raises CheckpointError for pickle code or damage
         raise CheckpointError(
-            f"'{weights}' is a plain state dict without the model spec robustdistill needs; build the model "
-            f"with models.create(...), models.load_weights(model, '{weights}') and models.save(model, "
-            "'model.safetensors'), then pass that file"
+            f"'{weights}' is a plain state dict without the model spec robustdistill needs; as a teacher, name "
+            "its architecture with teacher_arch=NAME (for example dm-wrn-28-10 for a RobustBench file); else "
+            f"build the model with models.create(...), models.load_weights(model, '{weights}') and "
+            "models.save(model, 'model.safetensors'), then pass that file"
         )
     return model_lib.load(weights), weights
 
@@ -118,6 +121,25 @@ def load_teacher(path: str | Path, role: str = "teacher") -> nn.Module:
     model, _ = load_model(path)
     model.eval()
     return model
+
+
+def load_foreign_teacher(path: str | Path, arch: str, *, in_channels: int, num_classes: int) -> nn.Module:
+    """A teacher from another code base's weights file (RobustBench, TRADES, ...): build `arch`, convert, load.
+
+    The number of classes is the checkpoint's (its final layer), `num_classes` when that is not found;
+    the input statistics are the architecture's own (see `models.convert_state_dict`).
+    """
+    weights = resolve_weights(path)
+    raw = model_lib.load_state_dict_file(weights)
+    model = model_lib.create(arch, num_classes=num_classes, in_channels=in_channels)
+    try:
+        head = model_lib.convert_state_dict(raw, target_model=model).get(f"{model.head_key()}.weight")
+        if head is not None and head.dim() == 2 and head.shape[0] != num_classes:
+            model = model_lib.create(arch, num_classes=int(head.shape[0]), in_channels=in_channels)
+        model_lib.load_into(model, model_lib.convert_state_dict(raw, target_model=model))
+    except CheckpointError as error:
+        raise CheckpointError(f"{weights} as teacher_arch={arch}: {error}") from None
+    return model.eval()
 
 
 def check_input_channels(model: nn.Module, dataset: data_lib.ArrayDataset, role: str) -> None:
@@ -266,8 +288,12 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             raise ConfigError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH")
         student_data = str(data_lib.info(cfg.data)["name"])
 
-        def attach(path: str, role: str) -> tuple[nn.Module, bool]:
-            model = load_teacher(path, role)
+        def attach(path: str, role: str, arch: str | None = None) -> tuple[nn.Module, bool]:
+            if arch is None:
+                model = load_teacher(path, role)
+            else:
+                channels, classes = int(datasets.train.images.shape[1]), datasets.train.num_classes
+                model = load_foreign_teacher(path, arch, in_channels=channels, num_classes=classes)
             check_input_channels(model, datasets.train, role)
             same = check_label_space(
                 model,
@@ -280,7 +306,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             return model, same
 
         if cfg.teacher:
-            teacher, extra["same_label_space"] = attach(cfg.teacher, "teacher")
+            teacher, extra["same_label_space"] = attach(cfg.teacher, "teacher", cfg.teacher_arch)
         if cfg.natural_teacher:
             natural = attach(cfg.natural_teacher, "natural teacher")[0]
         extra["num_samples"] = len(datasets.train)

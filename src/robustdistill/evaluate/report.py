@@ -58,7 +58,7 @@ PATHS_METHODS = ("paths", "dong2024")
 SWEEP_CACHE = "sweep.json"
 CACHE_VERSION = 1
 FIGURES = "figures"
-WEIGHTS = ("model.safetensors", "model_ema.safetensors")
+WEIGHTS = ("model_swa.safetensors", "model.safetensors", "model_ema.safetensors")  # as runs.resolve_weights
 
 
 @dataclass

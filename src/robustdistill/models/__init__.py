@@ -8,6 +8,8 @@ See docs/models.md.
 """
 
 from robustdistill.models import (  # registers
+    dm_preact_resnet,
+    dm_wide_resnet,
     lenet_small,
     mobilenet_v2,
     preact_resnet,
@@ -18,6 +20,8 @@ from robustdistill.models import (  # registers
 )
 from robustdistill.models.base import Classifier
 from robustdistill.models.convert import convert_state_dict
+from robustdistill.models.dm_preact_resnet import DMPreActResNet
+from robustdistill.models.dm_wide_resnet import DMWideResNet
 from robustdistill.models.io import FORMAT_VERSION, load, load_into, load_state_dict_file, load_weights, save
 from robustdistill.models.lenet_small import LeNetSmall
 from robustdistill.models.mobilenet_v2 import MobileNetV2
@@ -27,11 +31,13 @@ from robustdistill.models.resnet import ResNet
 from robustdistill.models.small_cnn import SmallCNN
 from robustdistill.models.wide_resnet import WideResNet
 
-del lenet_small, mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
+del dm_preact_resnet, dm_wide_resnet, lenet_small, mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
 
 __all__ = [
     "FORMAT_VERSION",
     "Classifier",
+    "DMPreActResNet",
+    "DMWideResNet",
     "LeNetSmall",
     "MobileNetV2",
     "PreActResNet",

@@ -28,6 +28,9 @@ class Classifier(nn.Module, ABC):
 
     feature_dim: int
     fc: nn.Linear
+    #: True when the original code normalises with fixed constants of its own (the DeepMind models):
+    #: a foreign checkpoint without `mean` / `std` then keeps the model's statistics, not the identity.
+    own_statistics: bool = False
 
     def __init__(self, num_classes: int, in_channels: int) -> None:
         super().__init__()

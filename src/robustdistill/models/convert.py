@@ -15,9 +15,16 @@ Mapping applied by `convert_state_dict`, in order:
      the head `linear.*` becomes `fc.*`; everything else is unchanged.
    - TRADES SmallCNN: unchanged.
    - Normalisation buffers named `mu` / `sigma` become `mean` / `std`, reshaped to `(1, C, 1, 1)`.
+   - RobustBench: its standard WideResNet (`model_zoo/architectures/wide_resnet.py`) is the TRADES
+     layout above (`sub_block1.*` dropped, `mu` / `sigma` renamed); its DeepMind `DMWideResNet` and
+     `DMPreActResNet` keep their names (`dm-wrn-D-K`, `dm-preact-resnet-18/34` are built with them),
+     their `mean` / `std` buffers of shape `(C, 1, 1)` are reshaped.
 4. With a `target_model`: absent `mean` / `std` are set to the identity (0 / 1): TRADES, MART, ARD and
    RSLAD checkpoints take `[0, 1]` inputs without normalisation, so the target's own statistics must
-   not be applied; absent BatchNorm `num_batches_tracked` counters are filled with 0.
+   not be applied; a target whose original code normalises with constants of its own
+   (`own_statistics`, the DeepMind models) keeps them instead. Absent BatchNorm `num_batches_tracked`
+   counters are filled with 0, and an absent bias of the final linear layer (RobustBench's
+   `bias_last=False`) with zeros, which leaves the logits unchanged.
 """
 
 from __future__ import annotations
@@ -75,6 +82,11 @@ def _strip_shared_prefix(sd: dict[str, Tensor], target: nn.Module) -> dict[str, 
     return stripped if set(stripped) & set(own) else sd
 
 
+def _head_key(model: nn.Module) -> str:
+    head_key = getattr(model, "head_key", None)
+    return head_key() if callable(head_key) else "fc"
+
+
 def convert_state_dict(sd: Mapping[str, Any], target_model: nn.Module | None = None) -> dict[str, Tensor]:
     """A foreign state dict (or checkpoint container) in the key layout of our models; see the module doc."""
     flat = unwrap(sd)
@@ -100,10 +112,14 @@ def convert_state_dict(sd: Mapping[str, Any], target_model: nn.Module | None = N
             value = value.reshape(1, -1, 1, 1)
         out[key] = value
     if target_model is not None:
+        keep_statistics = bool(getattr(target_model, "own_statistics", False))
         for name in ("mean", "std"):
             if name in own and name not in out:
-                out[name] = torch.full_like(own[name], 0.0 if name == "mean" else 1.0, device="cpu")
+                default = own[name] if keep_statistics else torch.full_like(own[name], 0.0 if name == "mean" else 1.0)
+                out[name] = default.detach().to("cpu").clone()
+        head_bias = _head_key(target_model) + ".bias"
         for key, value in own.items():
-            if key.endswith("num_batches_tracked") and key not in out:
+            absent_bias = key == head_bias and key[: -len("bias")] + "weight" in out
+            if key not in out and (key.endswith("num_batches_tracked") or absent_bias):
                 out[key] = torch.zeros_like(value, device="cpu")
     return out

@@ -1,4 +1,4 @@
-"""Model registry: `register_model`, `create`, `available`, and the `wrn-D-K` name family."""
+"""Model registry: `register_model`, `create`, `available`, and the `wrn-D-K` / `dm-wrn-D-K` name families."""
 
 from __future__ import annotations
 
@@ -12,31 +12,45 @@ from robustdistill.errors import ConfigError
 from robustdistill.models.base import Classifier
 from robustdistill.registry import Registry
 
-_WRN_PATTERN = re.compile(r"^wrn-?(\d+)-(\d+)$")
 WRN_FAMILY = "wide-resnet"
+DM_WRN_FAMILY = "dm-wide-resnet"
+#: family -> (name prefix, pattern of its depth-width names)
+_FAMILIES = {
+    WRN_FAMILY: ("wrn", re.compile(r"^wrn-?(\d+)-(\d+)$")),
+    DM_WRN_FAMILY: ("dm-wrn", re.compile(r"^dm-wrn-?(\d+)-(\d+)$")),
+}
 
 
-def parse_wrn(key: str) -> tuple[int, int] | None:
-    """`(depth, widen_factor)` for names such as `wrn-16-2`; None when `key` is not of that form.
+def wrn_family(key: str) -> tuple[str, int, int] | None:
+    """`(family, depth, widen_factor)` for names such as `wrn-16-2` or `dm-wrn-28-10`; None otherwise.
 
     Raises ConfigError for a well-formed name whose depth or widen factor is impossible.
     """
-    match = _WRN_PATTERN.match(key.strip().lower())
-    if match is None:
-        return None
-    depth, widen = int(match.group(1)), int(match.group(2))
-    if depth < 10 or (depth - 4) % 6 != 0 or widen < 1:
-        raise ConfigError(
-            f"'{key}' is not a valid wide ResNet: wrn-D-K needs (D - 4) % 6 == 0 with D >= 10 "
-            f"(for example 16, 22, 28, 34, 40, 70) and a widen factor K >= 1."
-        )
-    return depth, widen
+    for family, (prefix, pattern) in _FAMILIES.items():
+        match = pattern.match(key.strip().lower())
+        if match is None:
+            continue
+        depth, widen = int(match.group(1)), int(match.group(2))
+        if depth < 10 or (depth - 4) % 6 != 0 or widen < 1:
+            raise ConfigError(
+                f"'{key}' is not a valid wide ResNet: {prefix}-D-K needs (D - 4) % 6 == 0 with D >= 10 "
+                f"(for example 16, 22, 28, 34, 40, 70) and a widen factor K >= 1."
+            )
+        return family, depth, widen
+    return None
+
+
+def parse_wrn(key: str) -> tuple[int, int] | None:
+    """`(depth, widen_factor)` of a `wrn-D-K` or `dm-wrn-D-K` name; None when `key` is not of that form."""
+    parsed = wrn_family(key)
+    return None if parsed is None else parsed[1:]
 
 
 class _ModelRegistry(Registry[Classifier]):
     def _pattern_match(self, key: str) -> str | None:
-        if WRN_FAMILY in self._factories and parse_wrn(key) is not None:
-            return WRN_FAMILY
+        parsed = wrn_family(key)
+        if parsed is not None and parsed[0] in self._factories:
+            return parsed[0]
         return None
 
 
@@ -55,7 +69,7 @@ def register_model(
 
 
 def available() -> list[str]:
-    """Canonical names of the registered models (any `wrn-D-K` is accepted as well)."""
+    """Canonical names of the registered models (any `wrn-D-K` and `dm-wrn-D-K` is accepted as well)."""
     return _REGISTRY.names()
 
 
@@ -63,9 +77,9 @@ def resolve(name: str) -> str:
     """The canonical architecture name `create(name)` records in the spec."""
     key = name.strip().lower()
     canonical = _REGISTRY.resolve(key)
-    if canonical == WRN_FAMILY and key != WRN_FAMILY and parse_wrn(key) is not None:
-        depth, widen = parse_wrn(key)  # type: ignore[misc]
-        return f"wrn-{depth}-{widen}"
+    parsed = wrn_family(key) if canonical in _FAMILIES and key != canonical else None
+    if parsed is not None:
+        return f"{_FAMILIES[canonical][0]}-{parsed[1]}-{parsed[2]}"
     return canonical
 
 
@@ -98,10 +112,11 @@ def create(
     std: Sequence[float] | None = None,
     **kwargs: Any,
 ) -> Classifier:
-    """Build a registered model; `mean` / `std` (per input channel) default to the identity 0 / 1.
+    """Build a registered model; `mean` / `std` (per input channel) default to the architecture's own
+    statistics: the identity 0 / 1, except for the DeepMind models (their CIFAR constants).
 
     `wrn-D-K` names (for example `wrn-16-2`) build the Zagoruyko & Komodakis wide ResNet of
-    depth D and widen factor K.
+    depth D and widen factor K, `dm-wrn-D-K` the DeepMind variant.
     """
     arch = resolve(name)
     canonical = _REGISTRY.resolve(arch)
@@ -111,17 +126,21 @@ def create(
     except (TypeError, ValueError) as error:
         raise ConfigError(f"options of model '{arch}' must be JSON-serialisable: {error}.") from None
     call_kwargs = dict(kwargs)
-    if canonical == WRN_FAMILY and arch != WRN_FAMILY:
+    if canonical in _FAMILIES and arch != canonical:
         depth, widen = parse_wrn(arch)  # type: ignore[misc]
         clash = sorted({"depth", "widen_factor"} & set(kwargs))
         if clash:
-            raise ConfigError(f"'{arch}' fixes {', '.join(clash)}; drop the option or use '{WRN_FAMILY}'.")
+            raise ConfigError(f"'{arch}' fixes {', '.join(clash)}; drop the option or use '{canonical}'.")
         call_kwargs.update(depth=depth, widen_factor=widen)
     _check_kwargs(arch, factory, call_kwargs)
     model = factory(num_classes=num_classes, in_channels=in_channels, **call_kwargs)
     if not isinstance(model, Classifier):
         raise TypeError(f"factory of model '{arch}' returned {type(model).__name__}, not a Classifier")
-    model.set_normalization(mean, std)
+    if mean is not None or std is not None:
+        model.set_normalization(
+            model.mean if mean is None else mean,
+            model.std if std is None else std,
+        )
     model.arch = arch
     model.arch_kwargs = recorded
     return model

@@ -35,6 +35,7 @@ from robustdistill.train.ema import EMA
 from robustdistill.train.metrics import MetricsLog
 from robustdistill.train.progress import Progress
 from robustdistill.train.schedule import make_scheduler
+from robustdistill.train.swa import SWA
 from robustdistill.utils import resolve_device, seed_everything
 
 CHECKPOINT_FORMAT = 1
@@ -50,6 +51,7 @@ _FREE_ON_RESUME = frozenset(
         "data_dir",
         "download",
         "teacher",
+        "teacher_arch",
         "natural_teacher",
         "device",
         "eval_every",
@@ -248,6 +250,7 @@ def fit(
         warmup_epochs=cfg.warmup_epochs,
     )
     ema = EMA(student, cfg.ema_decay) if cfg.ema_decay else None
+    swa = SWA(student, cfg.swa_start) if cfg.swa_start else None
     accumulator = _Accumulator()
     start_epoch, start_batch, global_step = 0, 0, 0
 
@@ -265,6 +268,8 @@ def fit(
             scheduler.load_state_dict(state["scheduler"])
             if ema is not None and state.get("ema") is not None:
                 ema.load_state_dict(state["ema"])
+            if swa is not None and state.get("swa") is not None:
+                swa.load_state_dict(state["swa"])
             accumulator.load(_this_rank(state["accumulator"], rank))
             start_epoch, start_batch, global_step = int(state["epoch"]), int(state["batch"]), int(state["global_step"])
             _set_rng_state(_this_rank(state["rng"], rank))
@@ -284,6 +289,7 @@ def fit(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
+            "swa": swa.state_dict() if swa is not None else None,
             "accumulator": dist.gather_rng(accumulator.state()),
             "epoch": epoch,
             "batch": batch,
@@ -361,20 +367,27 @@ def fit(
                 **{f"train_{k}": v for k, v in dist.mean_dict(accumulator.means()).items()},
                 **dist.mean_dict(method.diagnostics()),  # equal shards: the mean of rank means
             }
-            if (
+            evaluate_now = (
                 eval_data is not None
                 and cfg.eval_every
                 and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
-            ):
-                record.update(_evaluate_during_training(ema.model if ema else student, eval_data, cfg))
+            )
+            if swa is not None and swa.averages(epoch):
+                swa.update(student)
+                if evaluate_now or epoch + 1 == cfg.epochs:  # the average is evaluated and saved with fresh BN
+                    swa.refresh_batch_norm(train_data, cfg.batch_size, device)
+                record["swa_epochs"] = swa.count
+            if evaluate_now:
+                evaluated = swa.model if swa is not None and swa.count else (ema.model if ema else student)
+                record.update(_evaluate_during_training(evaluated, eval_data, cfg))
             history.append(record)
             log.write(record)
             bar.log_epoch(record)
             write_checkpoint(epoch + 1, 0)
     log.close()
-    finished_before = resume and start_epoch >= cfg.epochs and _final_saved(run_dir, ema)
+    finished_before = resume and start_epoch >= cfg.epochs and _final_saved(run_dir, ema, swa)
     if dist.is_main() and not finished_before:  # resuming a finished run leaves its results as they are
-        _save_final(student, ema, run_dir)
+        _save_final(student, ema, swa, run_dir)
     dist.barrier()
     return FitResult(run_dir=run_dir, global_step=global_step, history=history)
 
@@ -431,14 +444,16 @@ def _eval_names(cfg: RunConfig) -> list[str]:
     return [*parse_attacks(cfg.eval_attacks), "worst_case"]
 
 
-def _final_saved(run_dir: Path, ema: EMA | None) -> bool:
-    names = ["model"] + (["model_ema"] if ema is not None else [])
+def _final_saved(run_dir: Path, ema: EMA | None, swa: SWA | None) -> bool:
+    names = ["model"] + (["model_ema"] if ema is not None else []) + (["model_swa"] if swa is not None else [])
     return all((run_dir / f"{name}{suffix}").is_file() for name in names for suffix in (".safetensors", ".json"))
 
 
-def _save_final(student: nn.Module, ema: EMA | None, run_dir: Path) -> None:
+def _save_final(student: nn.Module, ema: EMA | None, swa: SWA | None, run_dir: Path) -> None:
     from robustdistill import models
 
     models.save(student, run_dir / "model.safetensors")
     if ema is not None:
         models.save(ema.model, run_dir / "model_ema.safetensors")
+    if swa is not None:
+        models.save(swa.model, run_dir / "model_swa.safetensors")
