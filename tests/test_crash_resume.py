@@ -31,11 +31,13 @@ DISTILL = {
              "--method-opt", "feat_dim=16"],
     "mtard": ["--method", "mtard"],
     "iad": ["--method", "iad", "--method-opt", "warmup_epochs=1"],
+    "peeraid": ["--method", "peeraid"],  # no teacher: a peer trained with the student
 }  # fmt: skip
 
 
 def distill_args(method: str, teacher: Path, run_dir: Path, *extra: str) -> list[str]:
-    args = ["distill", *SMALL, "--teacher", str(teacher), *DISTILL[method], "checkpoint_every=2"]
+    teacher_flag = [] if method == "peeraid" else ["--teacher", str(teacher)]
+    args = ["distill", *SMALL, *teacher_flag, *DISTILL[method], "checkpoint_every=2"]
     if method == "mtard":
         args += ["--natural-teacher", str(teacher)]
     return [*args, "--run-dir", str(run_dir), *extra]
@@ -124,6 +126,7 @@ def test_train_teacher_killed_mid_epoch_and_while_checkpointing_resumes_bit_iden
         ("gacd", ["kill-after-step:3", "kill-during-checkpoint:4"]),  # memory bank; epoch-end checkpoint torn
         ("mtard", ["kill-after-step:7"]),  # adaptive weights of the two teachers
         ("iad", ["kill-during-checkpoint:2", "kill-after-step:6"]),  # warm-up ends with epoch 1
+        ("peeraid", ["kill-after-step:5"]),  # the peer's weights, BN statistics and momentum buffers
     ],
 )
 def test_distill_killed_and_resumed_equals_uninterrupted(tmp_path, teacher, method, faults):

@@ -39,6 +39,7 @@ IDS = [str(path.relative_to(CONFIGS)) for path in RECIPES]
 DATASETS = ("cifar10", "cifar100", "stl10")
 STUDENTS = ("resnet-18", "mobilenet-v2")
 DISTILLATION = ("kd", "ard", "iad", "rslad", "adaad", "mtard", "paths", "gacd")
+NEWER = ("igdm", "saad", "dgad", "peeraid")  # CIFAR-10 ResNet-18 recipes
 TEACHER_ARCH = "wrn-34-10"
 STAND_IN = "wrn-16-1"
 DRY_RUN = {"batch_size": 2, "steps": 1, "eval_every": 0}
@@ -81,6 +82,7 @@ def test_the_recipe_set_is_complete() -> None:
         for student in STUDENTS:
             expected |= {f"{dataset}/{method}-{student}.yaml" for method in (*DISTILLATION, "pgd-at", "trades")}
     expected |= {"stl10/gacd-resnet-18.yaml", "stl10/gacd-mobilenet-v2.yaml", "stl10/gacd-resnet-18-from-cifar100.yaml"}
+    expected |= {f"cifar10/{method}-resnet-18.yaml" for method in NEWER}
     assert not expected - present, f"missing recipes: {sorted(expected - present)}"
     names = [recipe(path).name for path in RECIPES]
     assert all(names) and len(set(names)) == len(names), "every recipe needs a unique name (its run directory)"
@@ -135,7 +137,11 @@ def build_run(path: Path) -> tuple[RunConfig, data.ArrayDataset, torch.nn.Module
     student = runs.create_model(student_arch, train, cfg.model_opts)
     cls = methods.method_class(cfg.method)
     teacher = natural = None
-    extra: dict[str, object] = {"num_samples": len(train), "student_dim": student.feature_dim}
+    extra: dict[str, object] = {
+        "num_samples": len(train),
+        "student_dim": student.feature_dim,
+        "student_spec": student.spec,
+    }
     if cls.needs_teacher:
         teacher_classes = num_classes(teacher_recipe(cfg.teacher or ""))
         teacher = stand_in_teacher(teacher_classes, "teacher")

@@ -161,7 +161,7 @@ def distill(
     download: DownloadOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a student from a teacher (kd, ard, iad, rslad, adaad, mtard, paths, gacd, ...)."""
+    """Train a student from a teacher (kd, ard, iad, rslad, adaad, mtard, paths, gacd, igdm, saad, dgad, ...)."""
     flags = dict(locals())
     for key in ("overrides", "config", "quiet", "method_opt"):
         flags.pop(key)

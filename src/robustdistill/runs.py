@@ -281,7 +281,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     seed_everything(cfg.seed)  # the initial weights (student, method heads, memory banks) follow --seed
     student = create_model(cfg.model, datasets.train, cfg.model_opts)
     teacher = natural = None
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"student_spec": student.spec}  # peeraid builds its peer from it
     if command == "distill":
         cls = method_lib.method_class(cfg.method)
         if cls.needs_teacher and not cfg.teacher:

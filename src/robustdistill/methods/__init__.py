@@ -1,5 +1,5 @@
 """Training objectives: teacher training (standard, pgd-at, trades, mart) and distillation
-(kd, ard, iad, rslad, adaad, mtard, paths, gacd).
+(kd, ard, iad, rslad, adaad, mtard, paths, gacd, igdm, saad, dgad, peeraid).
 
 `create(name, teacher=..., **options)` builds one; `available()` lists them. Every module of this
 package registers its method on import, and all of them are imported here.

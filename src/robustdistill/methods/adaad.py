@@ -15,13 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from robustdistill.attacks import KLToModel
-from robustdistill.methods.base import AttackSettings, Method, accuracy, kl_batchmean
+from robustdistill.methods.base import AdversarialDistillation, AttackSettings, accuracy, kl_batchmean
 from robustdistill.methods.kd import check_fraction
 from robustdistill.methods.registry import register_method
 
 
 @register_method("adaad")
-class AdaAD(Method):
+class AdaAD(AdversarialDistillation):
     """Search for the points where student and teacher disagree most, and match the teacher there."""
 
     needs_teacher = True
@@ -40,7 +40,7 @@ class AdaAD(Method):
         self.alpha = check_fraction("alpha", alpha)
         self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
 
-    def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
+    def distill(self, student: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         x_adv = self.attack.pgd(student, loss=KLToModel(self.teacher), random_start="normal")(x, y)
         with torch.no_grad():
             teacher_adv = self.teacher(x_adv)
@@ -55,7 +55,7 @@ class AdaAD(Method):
             kl_nat = kl_batchmean(teacher_clean, logits_clean)
             loss = loss + (1 - self.alpha) * kl_nat
             terms.update(kl_nat=kl_nat.detach(), acc_clean=accuracy(logits_clean, y))
-        return {"loss": loss, **terms}
+        return {"loss": loss, **terms}, x_adv, logits_adv
 
     def options(self) -> dict[str, object]:
         return {"alpha": self.alpha, **self.attack.as_dict()}

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.methods.base import AttackSettings, Method, accuracy, kl_batchmean
+from robustdistill.methods.base import AdversarialDistillation, AttackSettings, accuracy, kl_batchmean
 from robustdistill.methods.kd import check_fraction, check_temperature
 from robustdistill.methods.registry import register_method
 
 
 @register_method("ard")
-class ARD(Method):
+class ARD(AdversarialDistillation):
     """Distil the teacher's clean soft labels into the student's output on its own adversarial examples."""
 
     needs_teacher = True
@@ -40,7 +40,7 @@ class ARD(Method):
         self.alpha = check_fraction("alpha", alpha)
         self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
 
-    def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
+    def distill(self, student: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         x_adv = self.attack.pgd(student, loss="ce", random_start=True)(x, y)
         with torch.no_grad():
             teacher_clean = self.teacher(x)
@@ -53,7 +53,7 @@ class ARD(Method):
             ce = F.cross_entropy(logits_clean, y)
             loss = loss + (1 - self.alpha) * ce
             terms.update(ce=ce.detach(), acc_clean=accuracy(logits_clean, y))
-        return {"loss": loss, **terms}
+        return {"loss": loss, **terms}, x_adv, logits_adv
 
     def options(self) -> dict[str, object]:
         return {"tau": self.tau, "alpha": self.alpha, **self.attack.as_dict()}

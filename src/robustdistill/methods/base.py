@@ -135,6 +135,22 @@ class Method(nn.Module, ABC):
         self.epoch = int(state.get("epoch", 0))
 
 
+class AdversarialDistillation(Method):
+    """A distillation whose objective is evaluated at one adversarial example per sample.
+
+    `distill(student, x, y)` returns the loss terms together with the adversarial batch `x'` and the
+    student's logits `S(x')` it used, so that an add-on (`igdm`) can build on the same `x'` without
+    attacking or forwarding the student again; `compute` is its first element.
+    """
+
+    @abstractmethod
+    def distill(self, student: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """`(terms, x_adv, logits_adv)` for one batch; `terms["loss"]` is the scalar to minimise."""
+
+    def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
+        return self.distill(student, x, y)[0]
+
+
 class AttackSettings:
     """The inner maximisation's threat model and PGD schedule, shared by every method.
 

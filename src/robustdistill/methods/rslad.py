@@ -17,12 +17,12 @@ from torch import Tensor, nn
 
 from robustdistill.attacks import KLToSoftLabels
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_batchmean
+from robustdistill.methods.base import AdversarialDistillation, AttackSettings, accuracy, check_positive, kl_batchmean
 from robustdistill.methods.registry import register_method
 
 
 @register_method("rslad")
-class RSLAD(Method):
+class RSLAD(AdversarialDistillation):
     """Replace hard labels by the robust teacher's clean soft labels, in the attack and in the loss."""
 
     needs_teacher = True
@@ -45,7 +45,7 @@ class RSLAD(Method):
             raise ConfigError("options 'lambda_adv' and 'lambda_nat' are both 0: give at least one a weight > 0")
         self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
 
-    def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
+    def distill(self, student: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         with torch.no_grad():
             teacher_clean = self.teacher(x)
             soft_labels = F.softmax(teacher_clean.float(), dim=1)
@@ -59,7 +59,7 @@ class RSLAD(Method):
             kl_nat = kl_batchmean(teacher_clean, logits_clean)
             loss = loss + self.lambda_nat * kl_nat
             terms.update(kl_nat=kl_nat.detach(), acc_clean=accuracy(logits_clean, y))
-        return {"loss": loss, **terms}
+        return {"loss": loss, **terms}, x_adv, logits_adv
 
     def options(self) -> dict[str, object]:
         return {"lambda_adv": self.lambda_adv, "lambda_nat": self.lambda_nat, **self.attack.as_dict()}

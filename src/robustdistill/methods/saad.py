@@ -1,0 +1,154 @@
+"""Sample-wise adaptive adversarial distillation, SAAD (Lee & Chung, "Sample-wise Adaptive Weighting for
+Transfer Consistency in Adversarial Distillation", TMLR 2026), as in the official `saad.py` and
+`attacks.py` (`saad_inner_loss`) of github HongsinLee/saad.
+
+    g_i   = ∇_x T(x_i)_{y_i}                                  gradient of the teacher's true-class logit at x
+    T̃(u)  = T(x) + lambda_inner · <g, u − x> · e_y             first-order teacher at u, true class only
+    x'    = PGD on KL(softmax(T̃(x')) || p_S(x')) from x + 0.001·N(0, 1)          (the student is attacked)
+    d     = x' − x
+    H_i   = H_q(p_T(x'_i))                                     Rényi entropy of order q (q = 1: Shannon's)
+    w_i   = s · (H_i − min_j H_j),   v_i = (w_i − min w) / (max w − min w + 1e-8)              (detached)
+    L     = mean_i [ w_i · (KL(p_T(x'_i) || p_S(x'_i)) + alpha · (e + 1)/ramp_epochs · IGDM_i)
+                     + beta · (1 − v_i) · KL(p_T(x_i) || p_S(x_i)) ]
+    lambda_inner = 1, s = entropy_scale = 5, q = entropy_order = 1, alpha = 1, ramp_epochs = 200, beta = 0
+
+`IGDM_i` is igdm's logit-difference term at `x ± d`. With `beta = 0` (the official default) the
+clean student pass is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustdistill.attacks import InnerLoss
+from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_div
+from robustdistill.methods.igdm import check_ramp, logit_difference_kl
+from robustdistill.methods.registry import register_method
+
+
+def renyi_entropy(logits: Tensor, order: float) -> Tensor:
+    """Per-sample `H_q(p) = log(sum_c p_c^q) / (1 − q)` of `p = softmax(logits)`; `q = 1` is `−sum_c p_c log p_c`."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    if order == 1:
+        return -(log_p.exp() * log_p).sum(dim=1)
+    return torch.logsumexp(order * log_p, dim=1) / (1 - order)
+
+
+class CorrectedTeacherKL(InnerLoss):
+    """`KL(softmax(T(x) + lambda · <g, u − x> · e_y) || softmax(model(u)))` per sample: SAAD's inner loss.
+
+    The teacher's logits `T(x)` and true-class gradient `g` are fixed for the attack; the correction is
+    differentiable in `u`, so the input gradient flows through it and through the attacked model.
+    """
+
+    name = "saad-kl"
+
+    def __init__(self, x: Tensor, labels: Tensor, teacher_logits: Tensor, gradient: Tensor, weight: float) -> None:
+        self.x = x.detach().float()
+        self.teacher_logits = teacher_logits.detach().float()
+        self.true_class = F.one_hot(labels, teacher_logits.shape[1]).float()
+        self.gradient = gradient.detach().float()
+        self.weight = float(weight)
+
+    def corrected_logits(self, u: Tensor) -> Tensor:
+        shift = (self.gradient * (u - self.x)).flatten(1).sum(dim=1)
+        return self.teacher_logits + self.weight * shift[:, None] * self.true_class
+
+    def __call__(self, model: nn.Module, x_adv: Tensor, labels: Tensor) -> Tensor:
+        return kl_div(self.corrected_logits(x_adv), model(x_adv))
+
+
+@register_method("saad")
+class SAAD(Method):
+    """Weight each sample's adversarial and IGDM terms by how uncertain the teacher is at the student's x'."""
+
+    needs_teacher = True
+
+    def __init__(
+        self,
+        *,
+        teacher: nn.Module | None = None,
+        lambda_inner: float = 1.0,
+        entropy_scale: float = 5.0,
+        entropy_order: float = 1.0,
+        alpha: float = 1.0,
+        ramp_epochs: int = 200,
+        beta: float = 0.0,
+        eps: float = 8 / 255,
+        step_size: float | None = None,
+        steps: int = 10,
+        norm: str = "linf",
+    ) -> None:
+        super().__init__(teacher=teacher)
+        self.lambda_inner = check_positive("lambda_inner", lambda_inner, allow_zero=True)
+        self.entropy_scale = check_positive("entropy_scale", entropy_scale)
+        self.entropy_order = check_positive("entropy_order", entropy_order)
+        self.alpha = check_positive("alpha", alpha, allow_zero=True)
+        self.ramp_epochs = check_ramp(ramp_epochs)
+        self.beta = check_positive("beta", beta, allow_zero=True)
+        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+
+    @property
+    def igdm_weight(self) -> float:
+        """`alpha · (e + 1) / ramp_epochs` for the epoch set by `on_epoch_start`."""
+        return self.alpha * (self.epoch + 1) / self.ramp_epochs
+
+    def teacher_logits_and_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`(T(x), ∇_x sum_i T(x_i)_{y_i})`, both detached (the teacher's parameters stay frozen)."""
+        x_in = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.teacher(x_in)
+            (gradient,) = torch.autograd.grad(logits.float().gather(1, y[:, None]).sum(), x_in)
+        return logits.detach(), gradient.detach()
+
+    def sample_weights(self, teacher_adv: Tensor) -> tuple[Tensor, Tensor]:
+        """`(w, v)`: entropy weights `s · (H − min H)` and their min-max normalisation, detached, (B,)."""
+        with torch.no_grad():
+            entropy = renyi_entropy(teacher_adv, self.entropy_order)
+            w = self.entropy_scale * (entropy - entropy.min())
+            v = (w - w.min()) / (w.max() - w.min() + 1e-8)
+        return w, v
+
+    def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
+        teacher_clean, gradient = self.teacher_logits_and_gradient(x, y)
+        inner = CorrectedTeacherKL(x, y, teacher_clean, gradient, self.lambda_inner)
+        x_adv = self.attack.pgd(student, loss=inner, random_start="normal")(x, y)
+        x_minus = x - (x_adv - x)
+        with torch.no_grad():
+            teacher_plus, teacher_minus = self.teacher(torch.cat([x_adv, x_minus])).chunk(2)
+        student_plus = student(x_adv)
+        student_minus = student(x_minus)
+        w, v = self.sample_weights(teacher_plus)
+        kl_adv = kl_div(teacher_plus, student_plus)
+        igdm = logit_difference_kl(teacher_plus, teacher_minus, student_plus, student_minus)
+        per_sample = w * (kl_adv + self.igdm_weight * igdm)
+        terms = {"acc_adv": accuracy(student_plus, y), "weight_mean": w.mean()}
+        if self.beta > 0:
+            student_clean = student(x)
+            kl_nat = kl_div(teacher_clean, student_clean)
+            per_sample = per_sample + self.beta * (1 - v) * kl_nat
+            terms.update(kl_nat=kl_nat.mean().detach(), acc_clean=accuracy(student_clean, y))
+        return {
+            "loss": per_sample.mean(),
+            "kl_adv": kl_adv.mean().detach(),
+            "kl_igdm": igdm.mean().detach(),
+            **terms,
+        }
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"igdm_weight": self.igdm_weight}
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "lambda_inner": self.lambda_inner,
+            "entropy_scale": self.entropy_scale,
+            "entropy_order": self.entropy_order,
+            "alpha": self.alpha,
+            "ramp_epochs": self.ramp_epochs,
+            "beta": self.beta,
+            **self.attack.as_dict(),
+        }
