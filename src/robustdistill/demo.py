@@ -21,6 +21,7 @@ from robustdistill import models
 from robustdistill.config import load_config
 from robustdistill.errors import ConfigError, DataError
 from robustdistill.evaluate import print_table, run, write_record
+from robustdistill.lock import locked
 from robustdistill.runs import train_from_config
 
 console = Console(stderr=True)
@@ -186,6 +187,27 @@ def run_demo(
         preset = replace(preset, methods=tuple(methods))
     root = Path(run_dir)
     dataset = pick_dataset(data, data_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--run-dir '{root}' is a file, not a directory; choose another --run-dir")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory '{root}': {error.strerror or error}") from None
+    with locked(root):  # one demo per directory: a second one is refused with this one's pid
+        return _run_locked(root, preset, size, dataset, data_dir, seed, retrain_teacher, report, quiet)
+
+
+def _run_locked(
+    root: Path,
+    preset: DemoSize,
+    size: str,
+    dataset: str,
+    data_dir: str | None,
+    seed: int,
+    retrain_teacher: bool,
+    report: bool,
+    quiet: bool,
+) -> Path:
     base = _base(preset, dataset, data_dir, seed)
     started = time.perf_counter()
 

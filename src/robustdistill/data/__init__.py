@@ -17,6 +17,7 @@ from robustdistill.data.catalog import (
     locate,
     register_dataset,
     search_dirs,
+    source_files,
 )
 from robustdistill.data.cifar import read_cifar10, read_cifar100
 from robustdistill.data.dataset import ArrayDataset, channel_stats
@@ -63,6 +64,7 @@ __all__ = [
     "safe_loads",
     "sample_crop_flip",
     "search_dirs",
+    "source_files",
     "subset",
     "synthetic",
     "tiny_imagenet_classes",
