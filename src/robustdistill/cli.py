@@ -330,17 +330,24 @@ def demo(
 ) -> None:
     """The main job, offline: teacher, students by several methods, attacks, table and report."""
     from robustdistill.demo import run_demo
+    from robustdistill.errors import Interrupted
 
-    run_demo(
-        size=size,
-        run_dir=run_dir,
-        data=data,
-        data_dir=data_dir,
-        retrain_teacher=retrain_teacher,
-        seed=seed,
-        quiet=quiet,
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
-    )
+    try:
+        run_demo(
+            size=size,
+            run_dir=run_dir,
+            data=data,
+            data_dir=data_dir,
+            retrain_teacher=retrain_teacher,
+            seed=seed,
+            quiet=quiet,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
+        )
+    except Interrupted as stop:  # the demo has no --resume: a rerun reuses the finished teacher
+        where = str(stop).split(";")[0]
+        raise Interrupted(
+            f"{where}; run the same demo command again (a finished teacher is reused)", stop.signum
+        ) from None
 
 
 @app.command("models")

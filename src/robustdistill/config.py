@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from robustdistill.errors import ConfigError
 
+#: the largest float32: a learning rate above it overflows in the optimiser's float32 arithmetic
+FLOAT32_MAX = 3.4028234663852886e38
 #: attack step counts above this are refused (AutoAttack's APGD uses 100; PGD-1000 is already an audit)
 MAX_ATTACK_STEPS = 1000
 #: an L-inf eps above this is accepted with a warning (at 1 every image can become any image)
@@ -87,7 +89,7 @@ class RunConfig(BaseModel):
     # optimisation
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=0.1, gt=0, le=100)
+    lr: float = Field(default=0.1, gt=0, le=FLOAT32_MAX)  # the optimiser casts it to float32
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(default=5e-4, ge=0, le=1)

@@ -139,7 +139,8 @@ def _teacher_is_reusable(run_dir: Path, wanted: dict[str, Any]) -> bool:
     if not (run_dir / "model.safetensors").exists() or not config_path.exists():
         return False
     saved = yaml.safe_load(config_path.read_text()) or {}
-    return all(saved.get(key) == value for key, value in wanted.items() if key not in ("run_dir", "overwrite"))
+    written_by_the_run = ("run_dir", "overwrite", "data_files")
+    return all(saved.get(key) == value for key, value in wanted.items() if key not in written_by_the_run)
 
 
 def evaluate_run(run_dir: Path, dataset: str, data_dir: str | None, size: DemoSize, seed: int) -> dict[str, Any]:

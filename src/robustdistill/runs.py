@@ -271,6 +271,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     directory is touched, so a bad input never damages earlier results.
     """
     from robustdistill.config import warn_large_eps
+    from robustdistill.evaluate.suite import parse_attacks
     from robustdistill.train import distributed as dist
     from robustdistill.utils import resolve_device, seed_everything
 
@@ -311,6 +312,8 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
         extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
     check_batches(cfg, datasets.train)
+    if cfg.eval_every:  # the evaluation at the end of epoch 1 must not be the first to find a bad name
+        parse_attacks(cfg.eval_attacks)
     lock = prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite) if dist.is_main() else None
     try:
         if dist.is_main() and not resume:  # a resumed run keeps the configuration it began with
