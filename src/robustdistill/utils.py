@@ -61,7 +61,7 @@ def state_sha256(module: torch.nn.Module) -> str:
     for name, tensor in module.state_dict().items():
         value = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
 
 
