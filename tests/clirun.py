@@ -81,42 +81,69 @@ def _child(args: list[str], err_path: str, fault: str | None) -> int:
         stream.flush()
 
 
-def run_cli(args: list[str], *, fault: str | None = None, real: bool = False, timeout: float = 240) -> Outcome:
-    """Run `robustdistill ARGS` in a child process and wait for it."""
-    if real:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-        env.pop(FAULT_ENV, None)
-        if fault:
-            env[FAULT_ENV] = fault
-        done = subprocess.run(
-            [sys.executable, "-m", "robustdistill", *args], env=env, capture_output=True, text=True, timeout=timeout
-        )
-        code = done.returncode
-        return Outcome(code if code >= 0 else None, -code if code < 0 else None, done.stderr + done.stdout)
-    with tempfile.NamedTemporaryFile("r", suffix=".log") as err:
+class Running:
+    """A `robustdistill` command started by `start_cli`: its `pid`, `signal(sig)` and `wait()`."""
+
+    def __init__(self, args: list[str], *, fault: str | None, real: bool) -> None:
+        self.args = args
+        self._log = tempfile.NamedTemporaryFile("r", suffix=".log")  # noqa: SIM115 (closed by wait)
+        self._popen: subprocess.Popen[bytes] | None = None
+        if real:
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+            env.pop(FAULT_ENV, None)
+            if fault:
+                env[FAULT_ENV] = fault
+            with open(self._log.name, "wb") as out:
+                self._popen = subprocess.Popen(
+                    [sys.executable, "-m", "robustdistill", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            self.pid = self._popen.pid
+            return
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child never returns into pytest
             code = 99
             try:
-                code = _child(args, err.name, fault)
+                code = _child(args, self._log.name, fault)
             finally:
                 os._exit(code)
+        self.pid = pid
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 240) -> Outcome:
         deadline = time.monotonic() + timeout
         while True:
-            done_pid, status = os.waitpid(pid, os.WNOHANG)
-            if done_pid:
-                break
+            if self._popen is not None:
+                code = self._popen.poll()
+                if code is not None:
+                    status = (None, -code) if code < 0 else (code, None)
+                    break
+            else:
+                done_pid, raw = os.waitpid(self.pid, os.WNOHANG)
+                if done_pid:
+                    status = (None, os.WTERMSIG(raw)) if os.WIFSIGNALED(raw) else (os.WEXITSTATUS(raw), None)
+                    break
             if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise TimeoutError(f"robustdistill {' '.join(args)} ran longer than {timeout} s")
-            time.sleep(0.02)
-        text = Path(err.name).read_text()
-    if os.WIFSIGNALED(status):
-        return Outcome(None, os.WTERMSIG(status), text)
-    return Outcome(os.WEXITSTATUS(status), None, text)
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                raise TimeoutError(f"robustdistill {' '.join(self.args)} ran longer than {timeout} s")
+            time.sleep(0.01)
+        text = Path(self._log.name).read_text()
+        self._log.close()
+        return Outcome(status[0], status[1], text)
+
+
+def start_cli(args: list[str], *, fault: str | None = None, real: bool = False) -> Running:
+    """Start `robustdistill ARGS` in a child process (forked, or a fresh interpreter with `real`); do not wait."""
+    return Running(args, fault=fault, real=real)
+
+
+def run_cli(args: list[str], *, fault: str | None = None, real: bool = False, timeout: float = 240) -> Outcome:
+    """Run `robustdistill ARGS` in a child process and wait for it."""
+    return start_cli(args, fault=fault, real=real).wait(timeout)
 
 
 _WARM: list[bool] = []

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustdistill.lock import LOCK_NAME
 from robustdistill.train.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from tests.clirun import SMALL, assert_ok, assert_same_weights, run_cli, warm_up
 
@@ -49,7 +50,12 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    """Every file of the run (the stale lock a SIGKILLed run leaves is taken over and removed: not a result)."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
 
 
 def temporaries(run_dir: Path) -> list[Path]:

@@ -142,21 +142,29 @@ def test_unknown_name_split_and_option() -> None:
         data.load("digits", resize=4)
 
 
-def test_missing_files_give_one_line_with_files_dirs_and_remedy(tmp_path: Path, isolated_roots: Path) -> None:
+def test_missing_files_give_one_line_with_files_dirs_and_remedy(
+    tmp_path: Path, isolated_roots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROBUSTDISTILL_DATA", str(tmp_path / "env"))
     with pytest.raises(DataError) as excinfo:
-        data.load("cifar10", "test", data_dir=tmp_path)
+        data.load("cifar10", "test")
     message = str(excinfo.value)
     assert "\n" not in message
     for needle in (
         "cifar-10-batches-py/test_batch",
         "cifar-10-python.tar.gz",
-        str(tmp_path),
+        str(tmp_path / "env"),
         str(isolated_roots / ".cache" / "robustdistill" / "cifar10"),
         "--data-dir",
         "ROBUSTDISTILL_DATA",
         "--download",
     ):
         assert needle in message, needle
+    with pytest.raises(DataError) as excinfo:  # an explicit --data-dir is the only place named (and looked)
+        data.load("cifar10", "test", data_dir=tmp_path)
+    message = str(excinfo.value)
+    assert str(tmp_path) in message and "only place looked" in message and "--download" in message
+    assert ".cache" not in message and "env" not in message
     with pytest.raises(DataError, match="--data-dir"):
         data.load("imagefolder")
 

@@ -86,6 +86,8 @@ def test_mart_formula(fixed_attack):
         bce = -math.log(p_adv[y]) - math.log(1.0001 - max(p for j, p in enumerate(p_adv) if j != y))
         total += bce + 6.0 * kl(p_nat, p_adv) * (1 - p_nat[y])
     assert out["loss"].item() == pytest.approx(total / 2, abs=1e-6)
+    # the official attack (YisenWang/MART mart.py): CE from x + 0.001·N(0, 1)
+    assert fixed_attack[0]["loss"] == "ce" and fixed_attack[0]["random_start"] == "normal"
 
 
 @pytest.mark.parametrize(

@@ -195,84 +195,104 @@ def evaluate(
         str | None,
         typer.Option("--structure", help="Teacher checkpoint: report linear CKA and correlation distance to it."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --json file that is not a result record.")
+    ] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the attack suite on a checkpoint and print (and optionally save) the result record."""
     from robustdistill import data as data_lib
     from robustdistill import runs
-    from robustdistill.config import MNIST_LIKE
+    from robustdistill.config import check_eps, default_eps, warn_large_eps
     from robustdistill.errors import ConfigError
     from robustdistill.evaluate import print_table, run, write_record
+    from robustdistill.evaluate.record import check_record_path
     from robustdistill.utils import file_sha256
 
     if n is not None and n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
     if not 0 <= seed < 2**32:
         raise ConfigError(f"--seed must be in [0, 2**32), got {seed}")
+    eps_value = check_eps(eps, norm) if eps is not None else default_eps(data)
+    warn_large_eps(eps_value, norm)
     model, weights = runs.load_model(checkpoint)
+    if json_path is not None:  # results never replace what this command reads
+        inputs = runs.input_files(weights)
+        if structure:
+            inputs += runs.input_files(runs.resolve_weights(structure))
+        inputs += [Path(f) for part in (split, "train") for f in data_lib.source_files(data, part, data_dir)]
+        check_record_path(json_path, inputs, overwrite=overwrite)
     dataset = data_lib.load(data, split, data_dir=data_dir)
     runs.check_input_channels(model, dataset, "checkpoint")
     if model.spec["num_classes"] != dataset.num_classes:
         raise ConfigError(
             f"the checkpoint has {model.spec['num_classes']} classes but '{data}' has {dataset.num_classes}"
         )
-    eps_value = eps if eps is not None else (0.1 if data in MNIST_LIKE else 8 / 255)
-    record = run(
-        model,
-        dataset,
-        attacks=attacks,
-        eps=eps_value,
-        norm=norm,
-        n=n,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        progress=not quiet,
-    )
-    record["checkpoint"] = str(weights)
-    record["checkpoint_sha256"] = file_sha256(weights)
-    record["model"] = model.spec
-    title = f"accuracy (%) on {record['n_examples']} {data} {split} images, eps {eps_value:.4g}"
-    print_table({str(checkpoint): record}, title=title)
-    if linear_probe:
-        from robustdistill.evaluate.probe import linear_probe as fit_probe
-
-        train = data_lib.load(data, "train", data_dir=data_dir)
-        probe = fit_probe(
-            model, train, dataset, attack="pgd-20", eps=eps_value, n_train=min(len(train), 10000), n_test=n, seed=seed
+    with runs.lock_if_run_dir(json_path.parent if json_path is not None else None):  # one writer per run dir
+        record = run(
+            model,
+            dataset,
+            attacks=attacks,
+            eps=eps_value,
+            norm=norm,
+            n=n,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            progress=not quiet,
         )
-        record["linear_probe"] = probe
-        console.print(
-            f"linear probe on frozen features: clean {100 * probe['accuracy']:.2f}%, "
-            f"PGD-20 {100 * probe['robust_accuracy']:.2f}% ({probe['n_train']} train / {probe['n_test']} test images)"
-        )
-    if structure:
-        import torch
+        record["checkpoint"] = str(weights)
+        record["checkpoint_sha256"] = file_sha256(weights)
+        record["model"] = model.spec
+        title = f"accuracy (%) on {record['n_examples']} {data} {split} images, eps {eps_value:.4g}"
+        print_table({str(checkpoint): record}, title=title)
+        if linear_probe:
+            from robustdistill.evaluate.probe import linear_probe as fit_probe
 
-        from robustdistill.attacks import PGD
-        from robustdistill.data import subset
-        from robustdistill.evaluate.structure import structure_report
+            train = data_lib.load(data, "train", data_dir=data_dir)
+            probe = fit_probe(
+                model,
+                train,
+                dataset,
+                attack="pgd-20",
+                eps=eps_value,
+                n_train=min(len(train), 10000),
+                n_test=n,
+                seed=seed,
+            )
+            record["linear_probe"] = probe
+            console.print(
+                f"linear probe on frozen features: clean {100 * probe['accuracy']:.2f}%, "
+                f"PGD-20 {100 * probe['robust_accuracy']:.2f}% "
+                f"({probe['n_train']} train / {probe['n_test']} test images)"
+            )
+        if structure:
+            import torch
 
-        teacher = runs.load_model(structure)[0].eval()
-        sample = subset(dataset, min(n or 1000, 1000, len(dataset)), seed=seed)
-        x = sample.images.float() / 255
-        on = next(model.parameters()).device  # where `run` left the student
-        torch.manual_seed(seed)
-        x_adv = torch.cat(
-            [
-                PGD(model, eps=eps_value, steps=20)(xb.to(on), yb.to(on)).cpu()
-                for xb, yb in zip(x.split(256), sample.labels.split(256), strict=True)
-            ]
-        )
-        record["structure"] = structure_report(teacher, model.eval(), x, x_adv)
-        console.print("structure: " + ", ".join(f"{k}={v:.4f}" for k, v in record["structure"].items() if k != "n"))
-    if json_path is not None:
-        try:
-            write_record(record, json_path)
-        except OSError as error:
-            raise ConfigError(f"cannot write --json '{json_path}': {error.strerror or error}") from None
-        err_console.print(f"record written to {json_path}")
+            from robustdistill.attacks import PGD
+            from robustdistill.data import subset
+            from robustdistill.evaluate.structure import structure_report
+
+            teacher = runs.load_model(structure)[0].eval()
+            sample = subset(dataset, min(n or 1000, 1000, len(dataset)), seed=seed)
+            x = sample.images.float() / 255
+            on = next(model.parameters()).device  # where `run` left the student
+            torch.manual_seed(seed)
+            x_adv = torch.cat(
+                [
+                    PGD(model, eps=eps_value, steps=20)(xb.to(on), yb.to(on)).cpu()
+                    for xb, yb in zip(x.split(256), sample.labels.split(256), strict=True)
+                ]
+            )
+            record["structure"] = structure_report(teacher, model.eval(), x, x_adv)
+            console.print("structure: " + ", ".join(f"{k}={v:.4f}" for k, v in record["structure"].items() if k != "n"))
+        if json_path is not None:
+            try:
+                write_record(record, json_path)
+            except OSError as error:
+                raise ConfigError(f"cannot write --json '{json_path}': {error.strerror or error}") from None
+            err_console.print(f"record written to {json_path}")
 
 
 @app.command("report")
@@ -288,18 +308,20 @@ def report(
     """Write report.md and PNG figures (curves, eps sweep, paths weights, adversarial examples)."""
     from robustdistill.errors import ConfigError
     from robustdistill.evaluate.report import write_report
+    from robustdistill.lock import locked
 
     if not run_dir.is_dir():
         raise ConfigError(f"run directory '{run_dir}' does not exist")
-    path = write_report(
-        run_dir,
-        data_dir=data_dir,
-        sweep_n=sweep_n,
-        sweep_points=sweep_points,
-        examples=examples,
-        device=device,
-        progress=not quiet,
-    )
+    with locked(run_dir):  # not while a run writes into it
+        path = write_report(
+            run_dir,
+            data_dir=data_dir,
+            sweep_n=sweep_n,
+            sweep_points=sweep_points,
+            examples=examples,
+            device=device,
+            progress=not quiet,
+        )
     console.print(f"report written to {path}")
 
 
@@ -325,18 +347,25 @@ def demo(
 ) -> None:
     """The main job, offline: teacher, students by several methods, attacks, table and report."""
     from robustdistill.demo import run_demo
+    from robustdistill.errors import Interrupted
 
-    run_demo(
-        size=size,
-        run_dir=run_dir,
-        data=data,
-        data_dir=data_dir,
-        train_teacher=train_teacher,
-        retrain_teacher=retrain_teacher,
-        seed=seed,
-        quiet=quiet,
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
-    )
+    try:
+        run_demo(
+            size=size,
+            run_dir=run_dir,
+            data=data,
+            data_dir=data_dir,
+            train_teacher=train_teacher,
+            retrain_teacher=retrain_teacher,
+            seed=seed,
+            quiet=quiet,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
+        )
+    except Interrupted as stop:  # the demo has no --resume: a rerun reuses the finished teacher
+        where = str(stop).split(";")[0]
+        raise Interrupted(
+            f"{where}; run the same demo command again (a finished teacher is reused)", stop.signum
+        ) from None
 
 
 @app.command("models")
@@ -451,8 +480,13 @@ _EXIT, _ABORT, _USAGE = _click_classes("Exit"), _click_classes("Abort"), _click_
 
 
 def _run(args: list[str]) -> None:
+    from robustdistill.errors import Interrupted
+
     try:
-        app(args=args, standalone_mode=False)
+        # standalone_mode=False makes click *return* the code of a `typer.Exit` instead of exiting
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except _EXIT as stop:
         sys.exit(getattr(stop, "exit_code", 0))
     except _ABORT:
@@ -466,6 +500,9 @@ def _run(args: list[str]) -> None:
             sys.exit(0)
         _print_error(message)
         sys.exit(2)
+    except Interrupted as stop:
+        err_console.print(str(stop), markup=False, highlight=False)
+        sys.exit(stop.exit_code)
     except RobustDistillError as error:
         if _STATE["debug"]:
             traceback.print_exc()
@@ -474,6 +511,17 @@ def _run(args: list[str]) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; resume with --resume", markup=False)
         sys.exit(130)
+    except MemoryError:
+        if _STATE["debug"]:
+            traceback.print_exc()
+        _print_error("out of memory; lower --batch-size, use a smaller --subset or model, or free memory")
+        sys.exit(1)
+    except OSError as error:  # a file the run needed could not be read or written: name it
+        if _STATE["debug"]:
+            traceback.print_exc()
+        where = f" '{error.filename}'" if error.filename else ""
+        _print_error(f"cannot access{where}: {error.strerror or error}")
+        sys.exit(1)
     except Exception as error:  # an unexpected failure: still one line unless --debug
         if _STATE["debug"]:
             traceback.print_exc()

@@ -7,6 +7,8 @@ One flat set of keys serves every command, in YAML files and on the command line
 from __future__ import annotations
 
 import difflib
+import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,13 +17,50 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from robustdistill.errors import ConfigError
 
-MNIST_LIKE = ("mnist", "fashion-mnist", "digits", "animal-mnist")
+#: the largest float32: a learning rate above it overflows in the optimiser's float32 arithmetic
+FLOAT32_MAX = 3.4028234663852886e38
+#: attack step counts above this are refused (AutoAttack's APGD uses 100; PGD-1000 is already an audit)
+MAX_ATTACK_STEPS = 1000
+#: an L-inf eps above this is accepted with a warning (at 1 every image can become any image)
+LINF_EPS_WARN = 0.5
+
+
+def default_eps(data: str) -> float:
+    """The dataset's default perturbation budget, from its registry entry (8/255 for unknown names)."""
+    from robustdistill.data.catalog import get_spec
+
+    try:
+        return get_spec(data).default_eps
+    except ConfigError:  # an unknown name is reported, with suggestions, when the data are loaded
+        return 8 / 255
+
+
+def check_eps(eps: float, norm: str) -> float:
+    """An eps must be finite and positive; under L-inf at most 1 (images are in [0, 1])."""
+    if not math.isfinite(eps) or eps <= 0:
+        raise ConfigError(f"invalid value for 'eps': it must be a finite number > 0, got {eps}")
+    if norm.lower() in ("linf", "inf") and eps > 1:
+        raise ConfigError(
+            f"invalid value for 'eps': an L-inf eps must be at most 1 (images are in [0, 1]), got {eps}; "
+            "for 8/255 write 0.0314"
+        )
+    return eps
+
+
+def warn_large_eps(eps: float, norm: str) -> None:
+    if norm.lower() in ("linf", "inf") and eps > LINF_EPS_WARN:
+        warnings.warn(
+            f"L-inf eps {eps:g} is above {LINF_EPS_WARN}: the attack may turn any image into any other; "
+            "is it meant to be in [0, 1] units (8/255 = 0.0314)?",
+            stacklevel=2,
+        )
 
 
 class RunConfig(BaseModel):
     """Everything a training run needs; saved as `config.yaml` in the run directory."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float (lr, eps, weight_decay, ...) must be finite
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # what and where
     name: str | None = None
@@ -30,6 +69,7 @@ class RunConfig(BaseModel):
     # data
     data: str = "fashion-mnist"
     data_dir: str | None = None
+    data_files: dict[str, list[str]] = Field(default_factory=dict)  # written by the run: the files each split read
     download: bool = False
     val_size: int | None = Field(default=None, ge=0)
     subset: int | None = Field(default=None, ge=1)
@@ -46,15 +86,15 @@ class RunConfig(BaseModel):
     method_opts: dict[str, Any] = Field(default_factory=dict)
     eps: float | None = Field(default=None, gt=0)
     step_size: float | None = Field(default=None, gt=0)
-    steps: int = Field(default=10, ge=1)
+    steps: int = Field(default=10, ge=1, le=MAX_ATTACK_STEPS)
     norm: Literal["linf", "l2"] = "linf"
     # optimisation
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=0.1, gt=0)
+    lr: float = Field(default=0.1, gt=0, le=FLOAT32_MAX)  # the optimiser casts it to float32
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(default=5e-4, ge=0)
+    weight_decay: float = Field(default=5e-4, ge=0, le=1)
     schedule: Literal["piecewise", "cosine", "constant"] = "piecewise"
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
     lr_gamma: float = Field(default=0.1, gt=0, le=1)
@@ -100,7 +140,11 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _eps_default(self) -> RunConfig:
         if self.eps is None:
-            object.__setattr__(self, "eps", 0.1 if self.data in MNIST_LIKE else 8 / 255)
+            object.__setattr__(self, "eps", default_eps(self.data))
+        assert self.eps is not None
+        check_eps(self.eps, self.norm)
+        if self.step_size is not None and self.norm == "linf" and self.step_size > 1:
+            raise ConfigError(f"invalid value for 'step_size': an L-inf step must be at most 1, got {self.step_size}")
         return self
 
     @model_validator(mode="after")
@@ -196,6 +240,9 @@ def build(values: dict[str, Any]) -> RunConfig:
         where = ".".join(str(p) for p in first["loc"]) or "config"
         if first["type"] == "extra_forbidden":
             _check_key(where)
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigError):  # a check across keys, already worded for the user
+            raise ConfigError(str(cause)) from None
         raise ConfigError(f"invalid value for '{where}': {first['msg']}") from None
 
 

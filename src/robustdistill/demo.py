@@ -23,6 +23,7 @@ from robustdistill import models
 from robustdistill.config import load_config
 from robustdistill.errors import ConfigError, DataError
 from robustdistill.evaluate import print_table, run, write_record
+from robustdistill.lock import locked
 from robustdistill.runs import train_from_config
 
 console = Console(stderr=True)
@@ -148,7 +149,8 @@ def _teacher_is_reusable(run_dir: Path, wanted: dict[str, Any]) -> bool:
     if not (run_dir / "model.safetensors").exists() or not config_path.exists():
         return False
     saved = yaml.safe_load(config_path.read_text()) or {}
-    return all(saved.get(key) == value for key, value in wanted.items() if key not in ("run_dir", "overwrite"))
+    written_by_the_run = ("run_dir", "overwrite", "data_files")
+    return all(saved.get(key) == value for key, value in wanted.items() if key not in written_by_the_run)
 
 
 def evaluate_run(run_dir: Path, dataset: str, data_dir: str | None, size: DemoSize, seed: int) -> dict[str, Any]:
@@ -197,6 +199,28 @@ def run_demo(
         preset = replace(preset, methods=tuple(methods))
     root = Path(run_dir)
     dataset = pick_dataset(data, data_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--run-dir '{root}' is a file, not a directory; choose another --run-dir")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory '{root}': {error.strerror or error}") from None
+    with locked(root):  # one demo per directory: a second one is refused with this one's pid
+        return _run_locked(root, preset, size, dataset, data_dir, seed, train_teacher, retrain_teacher, report, quiet)
+
+
+def _run_locked(
+    root: Path,
+    preset: DemoSize,
+    size: str,
+    dataset: str,
+    data_dir: str | None,
+    seed: int,
+    train_teacher: bool,
+    retrain_teacher: bool,
+    report: bool,
+    quiet: bool,
+) -> Path:
     base = _base(preset, dataset, data_dir, seed)
     started = time.perf_counter()
 

@@ -19,3 +19,15 @@ class CheckpointError(RobustDistillError):
 
 class TrainingError(RobustDistillError):
     """Training cannot go on (for example a NaN or infinite loss)."""
+
+
+class Interrupted(RobustDistillError):
+    """Training stopped on SIGINT / SIGTERM after writing a checkpoint to resume from.
+
+    `exit_code` is the shell's convention for a process ended by signal `signum`: 128 + signum.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from robustdistill import methods as method_lib
 from robustdistill import models as model_lib
 from robustdistill.config import RunConfig
 from robustdistill.errors import CheckpointError, ConfigError, DataError
+from robustdistill.lock import RunDirLock
 from robustdistill.methods.base import Method
 
 RESULT_FILES = (
@@ -58,6 +61,7 @@ def load_datasets(cfg: RunConfig) -> Datasets:
     size = validation_size(cfg, len(train))
     if size:
         train, val = data_lib.split_validation(train, size)
+    cfg.data_files = {split: data_lib.source_files(cfg.data, split, cfg.data_dir) for split in ("train", "test")}
     if cfg.subset is not None and cfg.subset < len(train):
         train = data_lib.subset(train, cfg.subset, seed=cfg.seed)
     if cfg.test_subset is not None and cfg.test_subset < len(test):
@@ -115,6 +119,36 @@ def load_model(path: str | Path) -> tuple[nn.Module, Path]:
             "models.save(model, 'model.safetensors'), then pass that file"
         )
     return model_lib.load(weights), weights
+
+
+def input_files(weights: Path) -> list[Path]:
+    """A weights file and what lies next to it that a command reads or must keep: spec, config, checkpoints."""
+    folder = weights.parent
+    return [
+        weights,
+        weights.with_suffix(".json"),
+        weights.with_suffix(".safetensors"),
+        folder / "config.yaml",
+        *sorted((folder / "checkpoints").glob("*.ckpt")),
+    ]
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder written by train-teacher / distill / demo (its config or any result file is there)."""
+    return path.is_dir() and any((path / name).exists() for name in ("config.yaml", *RESULT_FILES))
+
+
+@contextlib.contextmanager
+def lock_if_run_dir(path: Path | None) -> Iterator[None]:
+    """Hold the run-directory lock of `path` while writing into it, when it is a run directory."""
+    if path is None or not is_run_dir(path):
+        yield
+        return
+    lock = RunDirLock(path).acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_teacher(path: str | Path, role: str = "teacher") -> nn.Module:
@@ -220,29 +254,39 @@ def create_method(
     return method_lib.create(cfg.method, teacher=teacher, natural_teacher=natural_teacher, **options)
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a finished or started run unless told to resume or overwrite."""
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> RunDirLock:
+    """Create and lock `run_dir`; refuse to clobber a finished or started run unless told to resume or overwrite.
+
+    The returned lock is held: release it when the run ends. The results check runs under the lock,
+    so a second process aimed at the same directory is refused with the holder's pid instead.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run-dir '{run_dir}' is a file, not a directory; choose another --run-dir")
-    existing = [name for name in RESULT_FILES if (run_dir / name).exists()]
-    if existing and not resume:
-        if not overwrite:
-            raise ConfigError(
-                f"run directory '{run_dir}' already holds results ({', '.join(existing)}); "
-                "pass --resume to continue it, --overwrite to replace it, or choose another --run-dir"
-            )
-        for name in existing:
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink()
     if resume and not (run_dir / "checkpoints").is_dir():
         raise ConfigError(f"--resume: '{run_dir}' has no checkpoints to resume from")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create the run directory '{run_dir}': {error.strerror or error}") from None
+    lock = RunDirLock(run_dir).acquire()
+    try:
+        existing = [name for name in RESULT_FILES if (run_dir / name).exists()]
+        if existing and not resume:
+            if not overwrite:
+                raise ConfigError(
+                    f"run directory '{run_dir}' already holds results ({', '.join(existing)}); "
+                    "pass --resume to continue it, --overwrite to replace it, or choose another --run-dir"
+                )
+            for name in existing:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def sanity_check_teacher(teacher: nn.Module, held_out: data_lib.ArrayDataset) -> float:
@@ -266,13 +310,12 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     Everything cheap is validated (data, models, teachers, method options) before the run
     directory is touched, so a bad input never damages earlier results.
     """
-    from rich.console import Console
-
+    from robustdistill.config import warn_large_eps
+    from robustdistill.evaluate.suite import parse_attacks
     from robustdistill.train import distributed as dist
-    from robustdistill.train import fit
     from robustdistill.utils import resolve_device, seed_everything
 
-    console = Console(stderr=True)
+    warn_large_eps(cfg.resolved_eps(), cfg.norm)
     dist.init_from_env("gloo" if cfg.device == "cpu" else None)  # under torchrun: gloo on CPU, nccl on GPU
     run_dir = cfg.run_path(f"{command}-{cfg.method}-{cfg.model}-{cfg.data}")
     if not dist.is_initialized():
@@ -312,11 +355,49 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
         extra["num_samples"] = len(datasets.train)
         extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
-    if dist.is_main():
-        prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite)
-        if not resume:  # a resumed run keeps the configuration it began with (checked against its checkpoint)
+    check_batches(cfg, datasets.train)
+    if cfg.eval_every:  # the evaluation at the end of epoch 1 must not be the first to find a bad name
+        parse_attacks(cfg.eval_attacks)
+    lock = prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite) if dist.is_main() else None
+    try:
+        if dist.is_main() and not resume:  # a resumed run keeps the configuration it began with
             (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    dist.barrier()
+        dist.barrier()
+        _train_in(command, run_dir, cfg, student, method, datasets, teacher, extra, resume=resume, quiet=quiet)
+    finally:
+        if lock is not None:
+            lock.release()
+    return run_dir
+
+
+def check_batches(cfg: RunConfig, train: data_lib.ArrayDataset) -> None:
+    """Refuse, before anything is written, a training set smaller than one (global) batch."""
+    if len(train) < cfg.batch_size:
+        raise ConfigError(
+            f"the training set has {len(train)} samples, fewer than one batch of {cfg.batch_size}; "
+            "lower --batch-size or raise --subset"
+        )
+
+
+def _train_in(
+    command: str,
+    run_dir: Path,
+    cfg: RunConfig,
+    student: nn.Module,
+    method: Method,
+    datasets: Datasets,
+    teacher: nn.Module | None,
+    extra: dict[str, Any],
+    *,
+    resume: bool,
+    quiet: bool,
+) -> None:
+    from rich.console import Console
+
+    from robustdistill.train import distributed as dist
+    from robustdistill.train import fit
+
+    console = Console(stderr=True)
     if not quiet and dist.is_main():
         held_out = (
             f"{len(datasets.val)} validation images for the per-epoch evaluation"
@@ -345,4 +426,3 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
     if not quiet and dist.is_main():
         console.print(f"done: weights in {run_dir / 'model.safetensors'}, metrics in {run_dir / 'metrics.jsonl'}")
-    return run_dir

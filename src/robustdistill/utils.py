@@ -55,6 +55,16 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def state_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state dict (names, dtypes, shapes and bytes): its identity, whatever file it came from."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
 def atomic_write_bytes(
     path: str | Path, data: bytes, *, before_write: Callable[[BinaryIO], None] | None = None
 ) -> None:

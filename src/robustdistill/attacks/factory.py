@@ -13,6 +13,7 @@ from robustdistill.attacks.autoattack import AUTOATTACK_ATTACKS, AutoAttack
 from robustdistill.attacks.cw import CW
 from robustdistill.attacks.fgsm import FGSM
 from robustdistill.attacks.pgd import PGD
+from robustdistill.config import MAX_ATTACK_STEPS
 from robustdistill.errors import ConfigError
 
 __all__ = ["available", "create"]
@@ -68,6 +69,8 @@ def create(name: str, model: nn.Module, eps: float | Tensor, **options: Any) -> 
         family = numbered.group(1) if numbered else key
         default = DEFAULT_PGD_STEPS if family == "pgd" else DEFAULT_CW_STEPS
         steps = int(numbered.group(2)) if numbered else default
+        if steps > MAX_ATTACK_STEPS:
+            raise ConfigError(f"attack '{name}' asks for {steps} steps; at most {MAX_ATTACK_STEPS} are allowed")
         cls = PGD if family == "pgd" else CW
         return _build(cls, {"eps": eps, "steps": steps}, options, name, model)
     if key in _AUTOATTACK_ALIASES:

@@ -17,6 +17,7 @@ from robustdistill.data.catalog import (
     locate,
     register_dataset,
     search_dirs,
+    source_files,
 )
 from robustdistill.data.cifar import read_cifar10, read_cifar100
 from robustdistill.data.dataset import ArrayDataset, channel_stats
@@ -65,6 +66,7 @@ __all__ = [
     "safe_loads",
     "sample_crop_flip",
     "search_dirs",
+    "source_files",
     "split_validation",
     "subset",
     "synthetic",

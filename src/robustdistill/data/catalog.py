@@ -49,6 +49,8 @@ class DatasetSpec:
     sizes: dict[str, int] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     build: Callable[..., ArrayDataset] | None = None  # replaces read/locate entirely (synthetic)
+    default_eps: float = 8 / 255  # the L-inf budget of the literature for this dataset
+    files_in: Callable[[Path, str], list[Path]] | None = None  # located folder -> its files (None: itself)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -76,39 +78,64 @@ def cache_dir(name: str) -> Path:
 
 
 def search_dirs(spec: DatasetSpec, data_dir: str | Path | None = None) -> list[Path]:
-    """The directories tried, in order: data_dir, $ROBUSTDISTILL_DATA, known system paths, the cache.
+    """The directories tried, in order.
 
-    Under data_dir and each $ROBUSTDISTILL_DATA entry (os.pathsep-separated), the directory itself
-    and its sub-folders named after the dataset (`spec.folders`) are tried.
+    An explicit `data_dir` is the only place looked: the directory itself and its sub-folders named
+    after the dataset (`spec.folders`). Without one: each $ROBUSTDISTILL_DATA entry (os.pathsep-
+    separated, with the same sub-folders), known system paths, then the cache.
     """
-    bases: list[Path] = []
     if data_dir is not None:
-        bases.append(Path(data_dir).expanduser())
-    bases.extend(Path(part).expanduser() for part in os.environ.get(ENV_VAR, "").split(os.pathsep) if part)
+        bases = [Path(data_dir).expanduser()]
+    else:
+        bases = [Path(part).expanduser() for part in os.environ.get(ENV_VAR, "").split(os.pathsep) if part]
     dirs: list[Path] = []
     for base in bases:
         dirs.append(base)
         dirs.extend(base / folder for folder in spec.folders)
-    dirs.extend(Path(d) for d in spec.extra_dirs)
-    dirs.append(cache_dir(spec.name))
+    if data_dir is None:
+        dirs.extend(Path(d) for d in spec.extra_dirs)
+        dirs.append(cache_dir(spec.name))
     return list(dict.fromkeys(dirs))
 
 
+def download_dir(spec: DatasetSpec, data_dir: str | Path | None = None) -> Path:
+    """Where `download=True` puts files: the explicit data_dir, else the cache."""
+    return Path(data_dir).expanduser() if data_dir is not None else cache_dir(spec.name)
+
+
 def _missing(spec: DatasetSpec, split: str, data_dir: str | Path | None, reason: str = "") -> DataError:
-    bases = [str(Path(data_dir).expanduser())] if data_dir is not None else []
-    bases += [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    if data_dir is not None:
+        bases = [str(Path(data_dir).expanduser())]
+    else:
+        bases = [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
     searched = []
     for base in dict.fromkeys(bases):
         searched.append(base)
         if spec.folders:
             searched.append(f"{base}/{{{','.join(spec.folders)}}}")
-    searched += [*spec.extra_dirs, str(cache_dir(spec.name))]
     remedy = "add --download" if spec.name in RESOURCES else "download it by hand"
     because = f" ({reason})" if reason else ""
+    if data_dir is not None:
+        return DataError(
+            f"{spec.name} ({split}) not found in --data-dir{because}: expected {spec.files[split]}; "
+            f"searched only {', '.join(searched)} (an explicit --data-dir is the only place looked); "
+            f"put the files there, {remedy}, or drop --data-dir."
+        )
+    searched += [*spec.extra_dirs, str(cache_dir(spec.name))]
     return DataError(
         f"{spec.name} ({split}) not found{because}: expected {spec.files[split]}; "
         f"searched {', '.join(searched)}; pass --data-dir DIR, set {ENV_VAR}=DIR, or {remedy}."
     )
+
+
+def _check_data_dir(name: str, data_dir: str | Path | None, download: bool) -> None:
+    if data_dir is None:
+        return
+    path = Path(data_dir).expanduser()
+    if path.is_dir() or (download and not path.exists()):
+        return
+    what = "is not a directory" if path.exists() else "does not exist"
+    raise DataError(f"--data-dir '{data_dir}' {what}; pass the folder that holds the {name} files.")
 
 
 def locate(name: str, split: str = "train", data_dir: str | Path | None = None) -> Path | None:
@@ -123,6 +150,22 @@ def locate(name: str, split: str = "train", data_dir: str | Path | None = None) 
             if found is not None:
                 return found
     return None
+
+
+def source_files(name: str, split: str = "train", data_dir: str | Path | None = None) -> list[str]:
+    """The resolved paths of the files `load(name, split, data_dir)` reads ([] for bundled data)."""
+    spec = get_spec(name)
+    split = _check_split(split)
+    if spec.build is not None or (spec.locate is None and spec.name != "imagefolder"):
+        return []
+    if spec.name == "imagefolder":
+        located = _locate_imagefolder(Path(data_dir).expanduser(), split) if data_dir is not None else None
+    else:
+        located = locate(spec.name, split, data_dir)
+    if located is None:
+        return []
+    files = spec.files_in(located, split) if spec.files_in is not None and located.is_dir() else [located]
+    return [str(path.resolve()) for path in files]
 
 
 def _check_split(split: str) -> str:
@@ -161,6 +204,8 @@ def load(
         )
     if spec.build is not None:
         return spec.build(split=split, **options)
+    if spec.locate is not None or spec.name == "imagefolder":
+        _check_data_dir(spec.name, data_dir, download)
     if spec.name == "imagefolder":
         if data_dir is None:
             raise DataError(
@@ -177,17 +222,23 @@ def load(
         if located is None and download:
             if spec.name not in RESOURCES:
                 raise _missing(spec, split, data_dir, "it cannot be downloaded automatically")
+            target = download_dir(spec, data_dir)
             try:
                 for resource in RESOURCES[spec.name]:
                     if split in resource.splits:
-                        fetch(resource, cache_dir(spec.name))
+                        fetch(resource, target)
             except DownloadFailed as exc:
                 raise _missing(spec, split, data_dir, f"download failed: {exc}") from None
-            located = spec.locate(cache_dir(spec.name), split)
+            located = spec.locate(target, split)
         if located is None:
             raise _missing(spec, split, data_dir)
     assert spec.read is not None
-    images, labels, classes = spec.read(located, split, **options)
+    try:
+        images, labels, classes = spec.read(located, split, **options)
+    except MemoryError:
+        raise DataError(
+            f"not enough memory to read {spec.name} ({split}) from {located}; free memory or use a smaller dataset."
+        ) from None
     return _to_dataset(spec, split, images, labels, classes, located)
 
 
@@ -245,6 +296,7 @@ def info(name: str) -> dict[str, Any]:
         "augment": dict(spec.augment) if spec.augment is not None else None,
         "options": list(spec.options),
         "classes": list(spec.classes) if spec.classes is not None else None,
+        "default_eps": spec.default_eps,
     }
 
 
@@ -299,6 +351,17 @@ def _locate_imagefolder(directory: Path, split: str) -> Path | None:
     if directory.is_dir() and any(p.is_dir() for p in directory.iterdir()):
         return directory
     return None
+
+
+def _idx_files_in(directory: Path, split: str) -> list[Path]:
+    return [path for stem in idx.mnist_stems(split) if (path := idx.idx_file(directory, stem)) is not None]
+
+
+def _files_in(names: Callable[[str], list[str]]) -> Callable[[Path, str], list[Path]]:
+    def files_in(directory: Path, split: str) -> list[Path]:
+        return [directory / name for name in names(split)]
+
+    return files_in
 
 
 # --- readers with the common signature -----------------------------------------------------------
@@ -374,10 +437,12 @@ register_dataset(
         _IDX_FILES,
         _read_idx,
         _locate_idx("MNIST"),
+        files_in=_idx_files_in,
         classes=tuple(_DIGITS),
         augment=_MNIST_AUG,
         folders=("mnist", "MNIST"),
         sizes={"train": 60000, "test": 10000},
+        default_eps=0.1,
     )
 )
 register_dataset(
@@ -390,12 +455,14 @@ register_dataset(
         _IDX_FILES,
         _read_idx,
         _locate_idx("FashionMNIST"),
+        files_in=_idx_files_in,
         classes=tuple(_FASHION),
         augment=_MNIST_AUG,
         folders=("fashion-mnist", "fashion_mnist", "FashionMNIST"),
         extra_dirs=("/usr/share/datasets/fashion-mnist",),
         sizes={"train": 60000, "test": 10000},
         aliases=("fashion_mnist", "fashionmnist", "fmnist"),
+        default_eps=0.1,
     )
 )
 register_dataset(
@@ -411,6 +478,7 @@ register_dataset(
         },
         _read_cifar10,
         _locate_cifar(cifar.CIFAR10_FOLDER, cifar.CIFAR10_ARCHIVE, cifar.cifar10_files),
+        files_in=_files_in(cifar.cifar10_files),
         classes=tuple(cifar.CIFAR10_CLASSES),
         augment=_CIFAR_AUG,
         folders=("cifar10", "cifar-10"),
@@ -428,6 +496,7 @@ register_dataset(
         {s: f"{cifar.CIFAR100_FOLDER}/{s} or {cifar.CIFAR100_ARCHIVE}" for s in SPLITS},
         _read_cifar100,
         _locate_cifar(cifar.CIFAR100_FOLDER, cifar.CIFAR100_ARCHIVE, cifar.cifar100_files),
+        files_in=_files_in(cifar.cifar100_files),
         classes=tuple(cifar.CIFAR100_CLASSES),
         augment=_CIFAR_AUG,
         folders=("cifar100", "cifar-100"),
@@ -461,6 +530,7 @@ register_dataset(
         {s: f"{stl10.STL10_FOLDER}/{s}_X.bin and {stl10.STL10_FOLDER}/{s}_y.bin" for s in SPLITS},
         _read_stl10,
         _locate_stl10,
+        files_in=_files_in(stl10.stl10_files),
         classes=tuple(stl10.STL10_CLASSES),
         augment={"padding": 12, "flip": True},
         folders=("stl10", "stl-10"),
@@ -517,6 +587,7 @@ register_dataset(
         augment={"padding": 1, "flip": False},
         sizes={"train": 1438, "test": 359},
         aliases=("sklearn-digits",),
+        default_eps=0.1,
     )
 )
 register_dataset(
@@ -532,6 +603,7 @@ register_dataset(
         augment={"padding": 2, "flip": True},
         sizes={"train": 8005, "test": 1995},
         aliases=("animal_mnist", "animalmnist"),
+        default_eps=0.1,
     )
 )
 register_dataset(

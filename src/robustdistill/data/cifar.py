@@ -42,6 +42,8 @@ def _read_members(source: Path, folder: str, names: list[str]) -> list[tuple[str
                         raise DataError(
                             f"{source} has no member {member_name}; wrong or incomplete archive."
                         ) from None
+                    if not member.isfile():  # extractfile would follow a link to another member
+                        raise DataError(f"{source}: {member_name} is a link or not a regular file; refusing it.")
                     handle = archive.extractfile(member)
                     if handle is None:
                         raise DataError(f"{source}: {member_name} is not a regular file.")

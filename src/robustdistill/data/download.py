@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import urllib.error
 import urllib.request
@@ -187,8 +188,13 @@ def extract(archive: str | Path, destination: str | Path) -> None:
     try:
         if archive.suffix == ".zip":
             with zipfile.ZipFile(archive) as bundle:
-                for name in bundle.namelist():
-                    _safe_member(name, destination)
+                for info in bundle.infolist():
+                    _safe_member(info.filename, destination)
+                    mode = info.external_attr >> 16
+                    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                        raise DataError(
+                            f"{archive} contains the link or device {info.filename!r}; refusing to unpack."
+                        )
                 bundle.extractall(destination)
         else:
             with tarfile.open(archive, "r:*") as bundle:

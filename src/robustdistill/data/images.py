@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,13 +41,20 @@ def decode_images(
     arrays: list[np.ndarray] = []
     for path in paths:
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image_file = Image.open(path)
+            with image_file as image:
                 image.load()
                 gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
                 image = image.convert("L" if gray else "RGB")
                 if size is not None and image.size != (size[1], size[0]):
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{path} is too large to decode safely (a decompression bomb?): {exc}") from None
+        except MemoryError:
+            raise DataError(f"{path}: not enough memory to decode this image.") from None
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             raise DataError(f"{path} is not a readable image ({exc}).") from None
         target = size or expect or (arrays[0].shape[:2] if arrays else array.shape[:2])

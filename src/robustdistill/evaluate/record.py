@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 import robustdistill
+from robustdistill.errors import ConfigError
 
 
 def environment() -> dict[str, str]:
@@ -34,6 +35,49 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
     return path
+
+
+def is_result_record(path: Path) -> bool:
+    """True when `path` holds a result record of ours (a JSON object with `accuracy` and `n_examples`)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(record, dict) and "accuracy" in record and "n_examples" in record
+
+
+def _kind(path: Path) -> str | None:
+    """What an existing file that must not be replaced is, in words (None for a result record)."""
+    if is_result_record(path):
+        return None
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if path.suffix in (".safetensors", ".ckpt", ".pt", ".pth") or magic == b"RDCKPT":
+        return "weights or a checkpoint"
+    if path.suffix in (".yaml", ".yml"):
+        return "a configuration file"
+    try:
+        loaded = json.loads(path.read_text())
+        if isinstance(loaded, dict) and "arch" in loaded and "format_version" in loaded:
+            return "a model spec"
+    except (UnicodeDecodeError, ValueError):
+        pass
+    return "a file that is not a robustdistill result record"
+
+
+def check_record_path(path: Path, inputs: list[Path], *, overwrite: bool, flag: str = "--json") -> None:
+    """Refuse a result path that is an input of this command (always) or any existing file that is
+    not a result record of ours (unless `overwrite`)."""
+    target = path.resolve()
+    if target in {p.resolve() for p in inputs}:
+        raise ConfigError(f"{flag} '{path}' is an input of this command; choose another path for the result")
+    if target.is_dir():
+        raise ConfigError(f"{flag} '{path}' is a directory; give a file name such as {path / 'results.json'}")
+    if not target.is_file() or overwrite:
+        return
+    kind = _kind(target)
+    if kind is not None:
+        raise ConfigError(f"{flag} '{path}' already exists and is {kind}; choose another path or pass --overwrite")
 
 
 def read_record(path: str | Path) -> dict[str, Any]:

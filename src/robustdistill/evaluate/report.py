@@ -35,7 +35,7 @@ import robustdistill
 from robustdistill import data as data_lib
 from robustdistill import models as model_lib
 from robustdistill.attacks import PGD
-from robustdistill.config import MNIST_LIKE
+from robustdistill.config import default_eps
 from robustdistill.errors import ConfigError, RobustDistillError
 from robustdistill.evaluate import plots
 from robustdistill.evaluate import sweep as sweep_lib
@@ -187,7 +187,7 @@ def _eps_of(config: dict[str, Any]) -> float:
     eps = config.get("eps")
     if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0:
         return float(eps)
-    return 0.1 if str(config.get("data", "")).lower() in MNIST_LIKE else 8 / 255
+    return default_eps(str(config.get("data", "")))
 
 
 def _format_norm(norm: str) -> str:

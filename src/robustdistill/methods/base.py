@@ -97,6 +97,11 @@ class Method(nn.Module, ABC):
     def teachers(self) -> list[nn.Module]:
         return [t for t in self._teachers if t is not None]
 
+    def named_teachers(self) -> dict[str, nn.Module]:
+        """The teachers present, by role: `teacher`, `natural_teacher`."""
+        roles = ("teacher", "natural_teacher")
+        return {role: t for role, t in zip(roles, self._teachers, strict=True) if t is not None}
+
     def to(self, *args: Any, **kwargs: Any) -> Method:  # teachers follow the method's device
         super().to(*args, **kwargs)
         for teacher in self.teachers():

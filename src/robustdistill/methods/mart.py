@@ -1,6 +1,6 @@
 """MART (Wang et al., ICLR 2020): misclassification-aware adversarial training.
 
-x' = PGD on CE(M(x'), y)
+x' = PGD on CE(M(x'), y) from x + 0.001·N(0, 1)   (the official start, YisenWang/MART mart.py)
 L  = BCE(M(x'), y) + lambda · mean_i KL(p_M(x_i) || p_M(x'_i)) · (1 − p_M(y_i | x_i)),  lambda = 6
 BCE(z, y) = −log p_y(z) − log(1 − max_{k≠y} p_k(z))   (boosted cross-entropy)
 """
@@ -41,7 +41,7 @@ class MART(Method):
         self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack.pgd(student, loss="ce")(x, y)
+        x_adv = self.attack.pgd(student, loss="ce", random_start="normal")(x, y)
         # Separate passes, as in the official code: BatchNorm keeps clean and adversarial statistics apart.
         logits_clean, logits_adv = student(x), student(x_adv)
         bce = boosted_cross_entropy(logits_adv, y)

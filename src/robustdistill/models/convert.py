@@ -12,7 +12,9 @@ Mapping applied by `convert_state_dict`, in order:
      (`conv1`, `block{1,2,3}.layer.{i}.{bn1,conv1,bn2,conv2,convShortcut}`, `bn1`, `fc`); the unused
      `sub_block1.*` group of some versions is dropped.
    - kuangliu/pytorch-cifar style ResNet / PreAct ResNet / MobileNetV2 (ARD, RSLAD, Rice et al.):
-     the head `linear.*` becomes `fc.*`; everything else is unchanged.
+     the head `linear.*` becomes `fc.*`; everything else is unchanged. kuangliu's PreAct ResNet has no
+     final BatchNorm: load it into `create("preact-resnet-18", final_bn=False)` (a target with the
+     final `bn` refuses it with that hint, rather than a list of missing keys).
    - TRADES SmallCNN: unchanged.
    - Normalisation buffers named `mu` / `sigma` become `mean` / `std`, reshaped to `(1, C, 1, 1)`.
    - RobustBench: its standard WideResNet (`model_zoo/architectures/wide_resnet.py`) is the TRADES
@@ -85,6 +87,14 @@ def _strip_shared_prefix(sd: dict[str, Tensor], target: nn.Module) -> dict[str, 
 def _head_key(model: nn.Module) -> str:
     head_key = getattr(model, "head_key", None)
     return head_key() if callable(head_key) else "fc"
+def _check_final_bn(incoming: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> None:
+    """A PreAct ResNet checkpoint without the final BN (kuangliu layout) needs the model built without it."""
+    preact = "bn.weight" in own and "layer4.0.bn1.weight" in own and "layer4.0.bn1.weight" in incoming
+    if preact and not any(key.startswith("bn.") for key in incoming):
+        raise CheckpointError(
+            "the checkpoint is a PreAct ResNet without the final BatchNorm 'bn' (kuangliu/pytorch-cifar "
+            "layout, as in ARD and RSLAD); create the model with final_bn=False to load it."
+        )
 
 
 def convert_state_dict(sd: Mapping[str, Any], target_model: nn.Module | None = None) -> dict[str, Tensor]:
@@ -113,6 +123,7 @@ def convert_state_dict(sd: Mapping[str, Any], target_model: nn.Module | None = N
         out[key] = value
     if target_model is not None:
         keep_statistics = bool(getattr(target_model, "own_statistics", False))
+        _check_final_bn(out, own)
         for name in ("mean", "std"):
             if name in own and name not in out:
                 default = own[name] if keep_statistics else torch.full_like(own[name], 0.0 if name == "mean" else 1.0)

@@ -123,7 +123,7 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     path = Path(path)
     if path.suffix == ".json":
         record = _read_spec(path, None)
-        weights = path.parent / str(record.get("weights", path.with_suffix(".safetensors").name))
+        weights = path.parent / _weights_name(record.get("weights", path.with_suffix(".safetensors").name), path)
     else:
         weights = path
         if not weights.is_file():
@@ -136,8 +136,27 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
             f"weights file {weights} is corrupt or was changed after saving (its SHA-256 does not match the spec)."
         )
     tensors = _parse_safetensors(data, weights)
-    try:
-        model = create(
+    model = _rebuild(record, weights, sum(t.numel() for t in tensors.values()))
+    load_into(model, tensors, strict=True)
+    return model.to(map_location)
+
+
+def _weights_name(name: object, spec_path: Path) -> str:
+    """The spec's `weights` entry: a bare file name in the spec's own folder, nothing else."""
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise CheckpointError(
+            f"model spec {spec_path} names its weights {name!r}; it must be a bare file name in the same folder."
+        )
+    return name
+
+
+def _rebuild(record: dict[str, Any], weights: Path, stored: int) -> Classifier:
+    """The model a spec describes, sized on the meta device first: a spec asking for more values
+    than the weights file holds (a tampered or foreign spec) is refused before anything is allocated."""
+    where = f"the spec of {weights}"
+
+    def build() -> Classifier:
+        return create(
             record["arch"],
             num_classes=record["num_classes"],
             in_channels=record["in_channels"],
@@ -145,10 +164,21 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
             std=record["std"],
             **record["kwargs"],
         )
-    except (ConfigError, TypeError) as error:
-        raise CheckpointError(f"cannot rebuild the model described by the spec of {weights}: {_short(error)}") from None
-    load_into(model, tensors, strict=True)
-    return model.to(map_location)
+
+    try:
+        with torch.device("meta"):
+            wanted = sum(t.numel() for t in build().state_dict().values())
+    except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as error:
+        raise CheckpointError(f"cannot rebuild the model described by {where}: {_short(error)}") from None
+    if wanted != stored:
+        raise CheckpointError(
+            f"{where} describes a model of {wanted} values but the weights file holds {stored}; "
+            "the spec does not belong to these weights."
+        )
+    try:
+        return build()
+    except (ConfigError, TypeError, ValueError, RuntimeError, MemoryError) as error:
+        raise CheckpointError(f"cannot rebuild the model described by {where}: {_short(error)}") from None
 
 
 def _parse_safetensors(data: bytes, path: Path) -> dict[str, Tensor]:
@@ -236,6 +266,7 @@ def load_into(model: Classifier, state_dict: Mapping[str, Any], strict: bool = T
     ]
     if mismatched:
         raise CheckpointError(f"checkpoint does not fit the model, shapes differ: {_listing(mismatched)}.")
+    _check_values(own, incoming)
     missing = [key for key in own if key not in incoming]
     unexpected = [key for key in incoming if key not in own]
     if strict and (missing or unexpected):
@@ -251,6 +282,22 @@ def load_into(model: Classifier, state_dict: Mapping[str, Any], strict: bool = T
     with torch.no_grad():
         model.load_state_dict(incoming, strict=strict)
     return missing, unexpected
+
+
+def _check_values(own: Mapping[str, Tensor], incoming: Mapping[str, Tensor]) -> None:
+    """Refuse integer tensors where the model holds floats, NaN/Inf, and a normalisation `std` <= 0."""
+    for key, value in incoming.items():
+        target = own.get(key)
+        if target is None or not target.is_floating_point():
+            continue
+        if not (value.is_floating_point() or value.is_complex()):
+            raise CheckpointError(f"checkpoint tensor '{key}' holds {value.dtype} values where the model has floats.")
+        if value.numel() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"checkpoint tensor '{key}' holds NaN or infinite values; the weights are broken.")
+        if key == "std" and value.numel() and bool((value <= 0).any()):
+            raise CheckpointError(
+                f"checkpoint tensor 'std' (input normalisation) holds a value <= 0: {value.flatten().tolist()}."
+            )
 
 
 def load_weights(

@@ -3,6 +3,8 @@
 The CIFAR variant used in adversarial-training code (Rice et al. 2020, locuslab/robust_overfitting):
 3x3 stride-1 stem, BN-ReLU-conv blocks with a 1x1 projection shortcut on the pre-activated input,
 a final BN-ReLU (`bn`) before global average pooling, and the linear head `fc` (`linear` there).
+`final_bn=False` gives the kuangliu/pytorch-cifar layout (ARD, RSLAD), which has no final BN-ReLU:
+pooling follows the last block directly.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustdistill.errors import ConfigError
 from robustdistill.models.base import Classifier, check_width, global_pool, scaled
 from robustdistill.models.registry import register_model
 
@@ -45,8 +48,11 @@ class PreActResNet(Classifier):
         num_classes: int = 10,
         in_channels: int = 3,
         width: float = 1.0,
+        final_bn: bool = True,
     ) -> None:
         super().__init__(num_classes, in_channels)
+        if not isinstance(final_bn, bool):
+            raise ConfigError(f"option 'final_bn' must be true or false, got {final_bn!r}")
         width = check_width(width)
         planes = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(in_channels, planes[0], 3, stride=1, padding=1, bias=False)
@@ -59,17 +65,19 @@ class PreActResNet(Classifier):
                 in_planes = out_planes
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.bn = nn.BatchNorm2d(planes[3])
+        self.bn = nn.BatchNorm2d(planes[3]) if final_bn else None
         self.feature_dim = planes[3]
         self.fc = nn.Linear(self.feature_dim, num_classes)
 
     def embed(self, z: Tensor) -> Tensor:
         out = self.conv1(z)
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        return global_pool(F.relu(self.bn(out)))
+        return global_pool(F.relu(self.bn(out)) if self.bn is not None else out)
 
 
 @register_model("preact-resnet-18", aliases=("preactresnet18", "preact-resnet18"))
-def preact_resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> PreActResNet:
-    """PreAct ResNet-18 (11.2M parameters at 10 classes and width 1)."""
-    return PreActResNet((2, 2, 2, 2), num_classes, in_channels, width)
+def preact_resnet18(
+    num_classes: int = 10, in_channels: int = 3, width: float = 1.0, final_bn: bool = True
+) -> PreActResNet:
+    """PreAct ResNet-18 (11.2M parameters at 10 classes and width 1); `final_bn=False`: kuangliu layout."""
+    return PreActResNet((2, 2, 2, 2), num_classes, in_channels, width, final_bn)

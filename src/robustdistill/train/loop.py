@@ -20,7 +20,7 @@ from robustdistill.attacks.randomness import shared_random_starts
 from robustdistill.config import RunConfig, build
 from robustdistill.data import ArrayDataset, Loader
 from robustdistill.data.loader import stream_seed
-from robustdistill.errors import CheckpointError, TrainingError
+from robustdistill.errors import CheckpointError, Interrupted, TrainingError
 from robustdistill.methods.base import Method
 from robustdistill.train import distributed as dist
 from robustdistill.train import faults
@@ -35,8 +35,9 @@ from robustdistill.train.ema import EMA
 from robustdistill.train.metrics import MetricsLog
 from robustdistill.train.progress import Progress
 from robustdistill.train.schedule import make_scheduler
+from robustdistill.train.signals import StopRequest, stop_requests
 from robustdistill.train.swa import SWA
-from robustdistill.utils import resolve_device, seed_everything
+from robustdistill.utils import resolve_device, seed_everything, state_sha256
 
 CHECKPOINT_FORMAT = 1
 #: stream key of the per-step seed of the attacks' random starts (see `attacks.randomness`)
@@ -49,6 +50,7 @@ _FREE_ON_RESUME = frozenset(
         "run_dir",
         "overwrite",
         "data_dir",
+        "data_files",
         "download",
         "teacher",
         "teacher_arch",
@@ -178,6 +180,46 @@ def _check_resumable(path: Path, state: Any, cfg: RunConfig) -> None:
             )
 
 
+def _check_teachers(path: Path, state: dict[str, Any], teachers: dict[str, str]) -> None:
+    """Refuse to resume with other teacher weights than the run began with (checkpoints record their hashes)."""
+    saved = state.get("teachers")
+    if not isinstance(saved, dict):
+        return
+    for role in sorted(set(saved) | set(teachers)):
+        if saved.get(role) != teachers.get(role):
+            was, now = saved.get(role), teachers.get(role)
+            raise CheckpointError(
+                f"--resume with a different {role.replace('_', ' ')} than the checkpoint '{path.name}' "
+                f"(weights SHA-256 was {was[:12] if was else 'none'}, now {now[:12] if now else 'none'}); "
+                "resume with the teacher the run started with, or start a new run"
+            )
+
+
+def check_finite_weights(modules: dict[str, nn.Module], step: int) -> None:
+    """Refuse weights (parameters and buffers) holding NaN or Inf: they are never checkpointed nor saved."""
+    for role, module in modules.items():
+        floats = [(name, t) for name, t in module.state_dict().items() if t.is_floating_point() and t.numel()]
+        if not floats or bool(torch.stack([torch.isfinite(t).all() for _, t in floats]).all()):
+            continue
+        name = next(name for name, t in floats if not bool(torch.isfinite(t).all()))
+        raise TrainingError(
+            f"the {role}'s tensor '{name}' became non-finite (NaN or Inf) by step {step}; lower the learning "
+            "rate or check the data. The last good checkpoint is kept."
+        )
+
+
+def _stop_agreed(request: StopRequest, world: int) -> bool:
+    """True on every rank once any rank received a stop signal (one all-reduce a step under DDP)."""
+    if world == 1:
+        return request.requested
+    return dist.sum_list([1.0 if request.requested else 0.0])[0] > 0
+
+
+def _interrupted(request: StopRequest, epoch: int, step: int) -> Interrupted:
+    signum = request.signum if request.signum is not None else 2
+    return Interrupted(f"interrupted at epoch {epoch} step {step}; resume with --resume", signum)
+
+
 def _resolve_config(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     base = config.model_dump() if config is not None else {}
     base.update(overrides)
@@ -255,12 +297,15 @@ def fit(
     start_epoch, start_batch, global_step = 0, 0, 0
 
     log = MetricsLog(run_dir, enabled=dist.is_main())
+    teacher_hashes = {role: state_sha256(t) for role, t in method.named_teachers().items()}
+    weights = {"model": student, **({"EMA model": ema.model} if ema is not None else {})}
     if resume:
         found = latest_valid_checkpoint(ckpt_dir, map_location=device)
         if found is None:
             raise CheckpointError(f"--resume was given but '{ckpt_dir}' holds no valid checkpoint")
         path, state = found
         _check_resumable(path, state, cfg)
+        _check_teachers(path, state, teacher_hashes)
         try:
             student.load_state_dict(state["model"])
             method.load_state_dict(state["method"])
@@ -295,22 +340,23 @@ def fit(
             "batch": batch,
             "global_step": global_step,
             "rng": dist.gather_rng(_rng_state()),
+            "teachers": teacher_hashes,
         }
 
     def write_checkpoint(epoch: int, batch: int) -> None:
+        check_finite_weights(weights, global_step)
         state = make_state(epoch, batch)
         if dist.is_main():
             save_checkpoint(state, checkpoint_path(ckpt_dir, global_step))
             prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
         dist.barrier()
 
-    if not resume:
-        write_checkpoint(0, 0)
-
     bar = Progress(enabled=progress and dist.is_main(), total=cfg.epochs * steps_per_epoch, done=global_step)
     history: list[dict[str, Any]] = []
     last_terms: dict[str, Tensor] = {}
-    with bar:
+    with bar, stop_requests() as request:  # Ctrl-C / SIGTERM: checkpoint after the step, then Interrupted
+        if not resume:
+            write_checkpoint(0, 0)
         for epoch in range(start_epoch, cfg.epochs):
             method.on_epoch_start(epoch)
             loader.set_epoch(epoch)
@@ -356,6 +402,10 @@ def fit(
                 ):
                     accumulator.check_finite(last_terms)  # never checkpoint weights a NaN has reached
                     write_checkpoint(epoch, batch_index + 1)
+                if _stop_agreed(request, world) and batch_index + 1 < steps_per_epoch:
+                    accumulator.check_finite(last_terms)
+                    write_checkpoint(epoch, batch_index + 1)
+                    raise _interrupted(request, epoch + 1, global_step)
             accumulator.check_finite(last_terms)
             record: dict[str, Any] = {
                 "kind": "epoch",
@@ -384,9 +434,12 @@ def fit(
             log.write(record)
             bar.log_epoch(record)
             write_checkpoint(epoch + 1, 0)
+            if _stop_agreed(request, world) and epoch + 1 < cfg.epochs:
+                raise _interrupted(request, epoch + 1, global_step)
     log.close()
     finished_before = resume and start_epoch >= cfg.epochs and _final_saved(run_dir, ema, swa)
     if dist.is_main() and not finished_before:  # resuming a finished run leaves its results as they are
+        check_finite_weights({**weights, **({"SWA model": swa.model} if swa is not None else {})}, global_step)
         _save_final(student, ema, swa, run_dir)
     dist.barrier()
     return FitResult(run_dir=run_dir, global_step=global_step, history=history)
