@@ -169,10 +169,14 @@ def test_collection_report_writes_every_figure_and_table(demo, monkeypatch):
         assert f"](figures/{name})" in text, name
     assert text.count("*Figure ") == len(FIGURES)
     assert "digits" in text.split("## Runs")[0] and "eps = 0.1" in text
-    # results table: attacks as columns, runs as rows, accuracy in %, worst case last
-    assert "| run | role | clean | fgsm | pgd-20 | worst case | n |" in text
-    assert "| teacher | teacher | 82.00 | 50.00 | 45.00 | 45.00 | 359 |" in text
-    assert "| rslad | student | 70.00 | 40.00 | 35.00 | 35.00 | 359 |" in text  # one student row: nothing bold
+    # results table: attacks as columns with their image counts, runs as rows, accuracy % ± binomial
+    # standard error sqrt(p (1 - p) / n), worst case last
+    assert "| run | role | clean, n=359 | fgsm, n=359 | pgd-20, n=359 | worst case (all attacks), n=359 |" in text
+    assert "| teacher | teacher | 82.0 ± 2.0 | 50.0 ± 2.6 | 45.0 ± 2.6 | 45.0 ± 2.6 |" in text
+    assert "| rslad | student | 70.0 ± 2.4 | 40.0 ± 2.6 | 35.0 ± 2.5 | 35.0 ± 2.5 |" in text  # one student: no bold
+    settings = text.split("## Runs")[0]
+    for item in ("## Settings", "**Data:** digits", "**Seeds:** 0", "**Wall time:** training 6 s", "torch"):
+        assert item in settings, item
     assert "No `results.json` for: paths" in text
     # the best student by robust accuracy (only `paths` has no results.json: ranked by its sweep)
     assert "Adversarial examples (best student:" in text
@@ -228,7 +232,8 @@ def test_single_run_report_falls_back_to_training_metrics(tmp_path, snapshots):
         assert f"](figures/{name})" in text
     assert not (run / "figures" / "eps_sweep.png").exists() and not (run / report.SWEEP_CACHE).exists()
     assert "last in-training evaluation" in text
-    assert "| paths-run | student | 55.00 | 25.00 | 25.00 | 1 |" in text  # clean, pgd-10, worst case, epoch
+    # clean, pgd-10, worst case on the in-training subset (eval_n = 500), then the epoch
+    assert "| paths-run | student | 55.0 ± 2.2 | 25.0 ± 1.9 | 25.0 ± 1.9 | 1 |" in text
 
 
 def test_teacher_found_from_students_config(tmp_path):

@@ -10,14 +10,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 console = Console(stderr=True)
-PLAIN_INTERVAL_S = 30.0
+#: without a terminal (a log file, a pipe) a plain line this often replaces the live bar
+PLAIN_INTERVAL_S = 5.0
 
 
 class Progress:
     """Shows steps done, the running loss terms and throughput; silent when disabled."""
 
-    def __init__(self, *, enabled: bool, total: int, done: int = 0, description: str = "train") -> None:
+    def __init__(self, *, enabled: bool, total: int, done: int = 0, description: str = "train", unit: str = "") -> None:
         self.enabled = enabled
+        self.unit = unit
         self.description = description
         self.total = total
         self._last_line = time.monotonic()
@@ -56,7 +58,8 @@ class Progress:
         """Move the bar to `done` steps; the status shows the epoch, loss/accuracy terms and img/s when given."""
         if self._bar is None:
             return
-        parts = [f"epoch {epoch}/{epochs}"] if epoch is not None else []
+        parts = [self.unit] if self.unit else []
+        parts += [f"epoch {epoch}/{epochs}"] if epoch is not None else []
         parts += [f"{k}={v:.3f}" for k, v in terms.items() if k == "loss" or k.startswith("acc")]
         parts += [f"{rate:.0f} img/s"] if rate else []
         status = " ".join(parts)
