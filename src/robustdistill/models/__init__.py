@@ -3,6 +3,7 @@
 >>> from robustdistill import models
 >>> net = models.create("preact-resnet-18", num_classes=10, width=0.25)
 >>> logits, feats = net.forward_features(x)          # x in [0, 1], (B, 3, H, W)
+>>> models.export(net, "net.pt", input_shape=(3, 32, 32))  # TorchScript; also "torch-export", "onnx"
 
 See docs/models.md.
 """
@@ -10,6 +11,8 @@ See docs/models.md.
 from robustdistill.models import mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet  # registers
 from robustdistill.models.base import Classifier
 from robustdistill.models.convert import convert_state_dict
+from robustdistill.models.export import FORMATS as EXPORT_FORMATS
+from robustdistill.models.export import export
 from robustdistill.models.io import FORMAT_VERSION, load, load_into, load_state_dict_file, load_weights, save
 from robustdistill.models.mobilenet_v2 import MobileNetV2
 from robustdistill.models.preact_resnet import PreActResNet
@@ -21,6 +24,7 @@ from robustdistill.models.wide_resnet import WideResNet
 del mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
 
 __all__ = [
+    "EXPORT_FORMATS",
     "FORMAT_VERSION",
     "Classifier",
     "MobileNetV2",
@@ -31,6 +35,7 @@ __all__ = [
     "available",
     "convert_state_dict",
     "create",
+    "export",
     "load",
     "load_into",
     "load_state_dict_file",
