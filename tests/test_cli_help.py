@@ -36,7 +36,7 @@ def test_every_option_has_a_description_and_a_default(name):
         text = (getattr(param, "help", None) or "").strip()
         assert text, f"{name or 'robustdistill'}: {param.opts or param.name} has no description"
         flag = getattr(param, "is_flag", False)
-        if flag or param.required or param.param_type_name == "argument" and param.default is None:
+        if flag or param.required:
             continue  # a flag is off unless given; a required value has no default
         shown = param.default is not None and param.show_default is not False
         assert shown or "default" in text.lower(), f"{name}: {param.opts} says nothing of its default"

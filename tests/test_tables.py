@@ -66,7 +66,7 @@ def _cells(text: str, row: str) -> list[float]:
 
 def test_worst_case_never_exceeds_an_included_column(measured):
     text = markdown_table({"m": measured})
-    clean, fgsm, substitute, worst = _cells(text, "m")
+    clean, fgsm, _, worst = _cells(text, "m")
     assert worst <= min(clean, fgsm)
     # a record whose stored worst case is above an attack it covers (an older record, a hand edit): capped
     odd = _record({"clean": 0.9, "pgd-20": 0.3, "cw": 0.35, "worst_case": 0.5, "autoattack": 0.2}, autoattack=100)
