@@ -532,6 +532,13 @@ class _Report:
             chance=100.0 / self.primary_data.num_classes if self.primary_data is not None else None,
             title=f"Accuracy against attack radius ({self.dataset_name})",
         )
+        masking = self._stronger_than_teacher()
+        for label in masking:
+            self.note(
+                f"{label} is more robust than its teacher at 2 eps in the eps sweep, beyond the noise: a student "
+                "rarely beats its teacher at large radii, so check for gradient masking (AutoAttack, more PGD "
+                "steps or restarts, a black-box attack such as Square) before trusting its robust accuracy."
+            )
         n_used = next(iter(self.sweeps.values())).get("n_examples", n)
         self.figures.append(
             Figure(
@@ -542,9 +549,35 @@ class _Report:
                 f"{_format_eps(self.eps)} (dotted vertical line), teacher in black: read off each model's accuracy "
                 "at the dotted line; a good student stays close to the teacher at every radius, and every curve "
                 "should fall toward chance (dashed) as eps grows, since one that stays flat suggests gradient "
-                "masking.",
+                "masking. Shaded bands: ± 1 binomial standard error."
+                + (
+                    f" Note: {', '.join(masking)} ends above the teacher at 2 eps beyond the noise, a possible sign "
+                    "of gradient masking (see the notes)."
+                    if masking
+                    else ""
+                ),
             )
         )
+
+    def _stronger_than_teacher(self) -> list[str]:
+        """Runs whose sweep accuracy at the largest radius beats the teacher's by more than 1.96 standard errors."""
+        if self.teacher is None or self.teacher.label not in self.sweeps:
+            return []
+        reference = self.sweeps[self.teacher.label]
+
+        def last(record: dict[str, Any]) -> table.Cell:
+            p, n = _as_float(record["accuracy"][-1]), int(record.get("n_examples") or 0)
+            return table.Cell(p, math.sqrt(p * (1 - p) / n) if n else math.nan, n)
+
+        teacher = last(reference)
+        found = []
+        for label, record in self.sweeps.items():
+            if label == self.teacher.label or record.get("eps") != reference.get("eps"):
+                continue
+            cell = last(record)
+            if cell.value - teacher.value > table.Z_95 * math.hypot(cell.error, teacher.error):
+                found.append(label)
+        return found
 
     def paths_profiles(self) -> None:
         for run in self.runs:
@@ -562,11 +595,12 @@ class _Report:
                 Figure(
                     f"PATHS weight profile: {run.label}",
                     file.name,
-                    "Mean adaptive weight (left) and teacher-student KL (right, when logged) at each step of the "
+                    "Mean adaptive weight as a ratio to the uniform weight 1/k (left, axis from 0, so 1 is uniform) "
+                    "and teacher-student KL (right, when logged; its axis fits the last epoch) at each step of the "
                     f"untargeted and targeted adversarial paths in the last epoch of {run.label}, earlier epochs "
                     "faint: steps above the dashed uniform line are the intermediate samples the method emphasises, "
-                    "and a profile with all weight on the last step means it has reduced to plain final-point "
-                    "distillation.",
+                    "a flat profile near 1 means the weighting is close to uniform, and a profile with all weight on "
+                    "the last step means it has reduced to plain final-point distillation.",
                 )
             )
 
@@ -582,6 +616,7 @@ class _Report:
             model, eps=self.eps, step_size=self.eps / 4, steps=20, norm=self.norm, random_start=True, seed=seed
         )
         which = "best student" if best.role == "student" else best.role
+        batch = plots.adversarial_batch(model, data, attack, count, seed=seed, device=self.device)
         file = plots.plot_adversarial_examples(
             model,
             data,
@@ -591,6 +626,14 @@ class _Report:
             seed=seed,
             device=self.device,
             title=f"{best.label}: clean (top) and PGD-20 adversarial (bottom) images, eps {_format_eps(self.eps)}",
+            batch=batch,
+        )
+        flipped = (
+            f" Here the attack also turned {batch.flipped_to_right} wrong clean prediction(s) right (a red top label "
+            "above a green bottom one): PGD raises the loss of the true class, and a higher loss can still move "
+            "the arg-max onto the label; it says nothing of robustness either way."
+            if batch.flipped_to_right
+            else ""
         )
         self.figures.append(
             Figure(
@@ -600,7 +643,7 @@ class _Report:
                 f"at eps {_format_eps(self.eps)} (bottom row) for {best.label}, each column titled with the true "
                 "label and each image labelled with the model's prediction, green when correct and red when "
                 "wrong: a robust model keeps most bottom-row labels green under a perturbation that barely "
-                "changes the image.",
+                "changes the image." + flipped,
             )
         )
 
