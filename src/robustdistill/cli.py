@@ -442,6 +442,12 @@ def demo(
 
     Timings are in docs/measurements.md; quick try: --size tiny (under a minute, numbers meaningless).
     """
+    if not quiet:
+        err_console.print(f"demo ({size}): loading PyTorch", highlight=False)
+    import torch  # noqa: F401  (seconds on a loaded machine: said above)
+
+    if not quiet:
+        err_console.print("demo: loading the datasets, models and methods of robustdistill", highlight=False)
     from robustdistill.demo import run_demo
 
     run_demo(

@@ -201,6 +201,8 @@ def run_demo(
             method_class(method)  # unknown names fail here, before any training
         preset = replace(preset, methods=tuple(methods))
     root = Path(run_dir)
+    if not data:
+        console.print("looking for the Fashion-MNIST files")
     dataset = pick_dataset(data, data_dir)
     base = _base(preset, dataset, data_dir, seed)
     started = time.perf_counter()
@@ -253,5 +255,5 @@ def run_demo(
     path = write_report(
         root, data_dir=data_dir, sweep_n=preset.sweep_n, sweep_points=preset.sweep_points, progress=not quiet, seed=seed
     )
-    console.print(f"report: {path} (total {time.perf_counter() - started:.0f} s)")
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return path

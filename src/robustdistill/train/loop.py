@@ -342,6 +342,8 @@ def fit(
                     means = dist.mean_dict(accumulator.means())
                     rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
                     bar.update(global_step, epoch=epoch + 1, epochs=cfg.epochs, rate=rate, **means)
+                else:
+                    bar.update(global_step)
                 faults.after_step(global_step)
                 if (
                     cfg.checkpoint_every
@@ -366,6 +368,8 @@ def fit(
                 and cfg.eval_every
                 and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
             ):
+                shown = min(cfg.eval_n, len(eval_data))
+                bar.note(f"epoch {epoch + 1}: evaluating on {shown} test images ({', '.join(cfg.eval_attacks)})")
                 record.update(_evaluate_during_training(ema.model if ema else student, eval_data, cfg))
             history.append(record)
             log.write(record)

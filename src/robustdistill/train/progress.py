@@ -23,6 +23,7 @@ class Progress:
         self.description = description
         self.total = total
         self._last_line = time.monotonic()
+        self._status = unit
         self._bar: RichProgress | None = None
         if enabled:
             self._bar = RichProgress(
@@ -55,20 +56,31 @@ class Progress:
         rate: float | None = None,
         **terms: float,
     ) -> None:
-        """Move the bar to `done` steps; the status shows the epoch, loss/accuracy terms and img/s when given."""
+        """Move the bar to `done` steps; the status shows the epoch, loss/accuracy terms and img/s when given
+        (called with `done` alone, the bar moves and keeps the last status)."""
         if self._bar is None:
             return
-        parts = [self.unit] if self.unit else []
-        parts += [f"epoch {epoch}/{epochs}"] if epoch is not None else []
-        parts += [f"{k}={v:.3f}" for k, v in terms.items() if k == "loss" or k.startswith("acc")]
-        parts += [f"{rate:.0f} img/s"] if rate else []
-        status = " ".join(parts)
+        if epoch is None and rate is None and not terms:
+            status = self._status
+        else:
+            parts = [self.unit] if self.unit else []
+            parts += [f"epoch {epoch}/{epochs}"] if epoch is not None else []
+            parts += [f"{k}={v:.3f}" for k, v in terms.items() if k == "loss" or k.startswith("acc")]
+            parts += [f"{rate:.0f} img/s"] if rate else []
+            status = " ".join(parts)
+        self._status = status
         self._bar.update(self._task, completed=done, status=status)
         now = time.monotonic()
         if not self._bar.console.is_terminal and now - self._last_line >= PLAIN_INTERVAL_S:
             # Logs written to a file get a plain line every so often instead of a live bar.
             self._last_line = now
             self._bar.console.print(f"{self.description}: step {done}/{self.total} {status}", highlight=False)
+
+    def note(self, text: str) -> None:
+        """A line above the bar (what a long step without bar updates is doing)."""
+        if self._bar is not None:
+            self._bar.console.print(text, highlight=False)
+            self._last_line = time.monotonic()
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         if self._bar is None:
