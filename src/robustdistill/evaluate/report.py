@@ -779,8 +779,8 @@ def _clean_of(run: Run) -> tuple[float, int | None]:
 
 def training_warnings(run: Run, num_classes: int | None) -> list[str]:
     """Warnings for a model near chance (clean accuracy within 1.5x chance or 2 standard errors of it)
-    or undertrained (training loss still falling by over 5% or clean accuracy still rising by over 2
-    points in the last epoch)."""
+    or undertrained (a single epoch, or training loss still falling by over 5% or clean accuracy still
+    rising by over 2 points in the last epoch)."""
     found: list[str] = []
     clean, n = _clean_of(run)
     if num_classes and not math.isnan(clean):
@@ -792,6 +792,8 @@ def training_warnings(run: Run, num_classes: int | None) -> list[str]:
                 f"for {num_classes} classes; its robust accuracies say little about the method."
             )
     epochs = plots.epoch_records(run.metrics)
+    if len(epochs) == 1:
+        found.append(f"{run.label} was trained for a single epoch: its numbers are a smoke test, not a result.")
     if len(epochs) >= 2:
         loss = [_as_float(r.get("train_loss")) for r in epochs[-2:]]
         accuracy = [_as_float(r.get("eval_clean")) for r in epochs[-2:]]
@@ -828,14 +830,16 @@ def _settings_block(state: _Report) -> list[str]:
     runs, data = state.runs, state.primary_data
     configs = [r.config for r in runs]
     evaluated = [r for r in runs if r.results]
-    per_attack = [
-        f"{r.label}: "
-        + ", ".join(
+    sizes = {
+        r.label: ", ".join(
             f"{name} {table.column_size(r.results, name)}" for name in r.results["accuracy"] if name != "worst_case"
         )
         for r in evaluated
         if r.results
-    ]
+    }
+    per_attack = [f"{label}: {text}" for label, text in sizes.items()]
+    if len(sizes) > 1 and len(set(sizes.values())) == 1:
+        per_attack = [f"every run: {next(iter(sizes.values()))}"]
     environments = [r.results["environment"] for r in evaluated if isinstance(r.results.get("environment"), dict)]  # type: ignore[union-attr]
     versions = _distinct([f"robustdistill {e.get('robustdistill')}, torch {e.get('torch')}" for e in environments])
     if not environments:
