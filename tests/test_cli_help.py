@@ -83,3 +83,17 @@ def test_a_mistyped_run_directory_gets_a_did_you_mean(tmp_path, capsys, monkeypa
     assert code == 1 and "does not exist; did you mean" in err and str(tmp_path / "demo") in err
     code, _, err = _run(["evaluate", "--checkpoint", str(tmp_path / "nothing-like-it")], capsys, monkeypatch)
     assert code == 1 and "does not exist" in err and "holds demo" in err
+
+
+def test_heartbeat_prints_while_a_silent_step_runs(capsys):
+    import time
+
+    from robustdistill.cli import _heartbeat
+
+    with _heartbeat("loading", enabled=True, every=0.05):
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "loading" and len(lines) >= 3 and all(line.startswith("loading (") for line in lines[1:])
+    with _heartbeat("quiet", enabled=False, every=0.05):
+        time.sleep(0.1)
+    assert capsys.readouterr().err == ""

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -144,6 +147,30 @@ def _root(
     ] = False,
 ) -> None:
     _STATE["debug"] = debug
+
+
+@contextlib.contextmanager
+def _heartbeat(text: str, *, enabled: bool, every: float = 5.0) -> Iterator[None]:
+    """Print `text`, then `text (N s)` every `every` seconds until the block ends: for a step that cannot
+    report progress itself (importing PyTorch takes seconds, more on a loaded machine)."""
+    if not enabled:
+        yield
+        return
+    err_console.print(text, highlight=False)
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every):
+            err_console.print(f"{text} ({time.monotonic() - start:.0f} s)", highlight=False)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _existing(path: str | Path, what: str) -> Path:
@@ -442,13 +469,10 @@ def demo(
 
     Timings are in docs/measurements.md; quick try: --size tiny (under a minute, numbers meaningless).
     """
-    if not quiet:
-        err_console.print(f"demo ({size}): loading PyTorch", highlight=False)
-    import torch  # noqa: F401  (seconds on a loaded machine: said above)
+    with _heartbeat(f"demo ({size}): loading PyTorch and robustdistill", enabled=not quiet):
+        import torch._dynamo  # noqa: F401  (imported by the first optimiser otherwise, seconds later)
 
-    if not quiet:
-        err_console.print("demo: loading the datasets, models and methods of robustdistill", highlight=False)
-    from robustdistill.demo import run_demo
+        from robustdistill.demo import run_demo
 
     run_demo(
         size=size,
