@@ -4,8 +4,9 @@
 
 The command runs with its output on a pipe (as in a log file or CI, where the progress bars print a
 plain line every few seconds instead of redrawing), stdout and stderr merged. Every line is written
-as `[+SECONDS] line`; the file ends with the total time and the longest gap between two lines, and
-the script exits non-zero when that gap exceeds `--max-gap` seconds.
+as `[+SECONDS] line`; the file starts with the load average and ends with the total time and the
+longest gap between two lines (or between the last line and the exit), and the script exits
+non-zero when that gap exceeds `--max-gap` seconds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def record(command: list[str], out: Path, max_gap: float) -> int:
             lines.append(f"[+{now - start:7.1f}s] {line.rstrip()}")
             print(lines[-1], flush=True)
         code = process.wait()
-    total = time.monotonic() - start
+    end = time.monotonic()
+    if end - last > worst:  # the silence between the last line and the exit counts too
+        worst, worst_at = end - last, last - start
+    total = end - start
     lines.append(
         f"# exit {code}, {total:.1f} s in all, {len(lines) - 2} lines; longest gap without output "
         f"{worst:.1f} s (after +{worst_at:.1f} s); load average at the end "
