@@ -545,6 +545,26 @@ def test_autoattack_is_at_least_as_strong_as_pgd(model: MLP, test_set: tuple[tor
     assert accuracy(model, x_aa, y) < accuracy(model, x, y) - 0.2
 
 
+def test_autoattack_progress_runs_the_reference_attacks_one_by_one_with_the_same_result(
+    model: MLP, test_set: tuple[torch.Tensor, ...]
+) -> None:
+    x, y = test_set[0][:24], test_set[1][:24]
+    options = {"eps": EPS, "version": "custom", "attacks": ["apgd-ce", "apgd-t"], "seed": 0, "batch_size": 16}
+    whole = AutoAttack(model, **options)(x, y)
+    reports: list[tuple[str, int, int]] = []
+    in_turn = AutoAttack(model, **options, progress=lambda *report: reports.append(report))(x, y)
+    assert torch.equal(in_turn, whole)
+    started = [r[0] for r in reports if r[1] == 0]
+    assert started == ["apgd-ce", "apgd-t"]  # one bar per reference attack, in the reference's order
+    for name in started:
+        mine = [(done, total) for attack, done, total in reports if attack == name]
+        dones = [done for done, _ in mine]
+        assert dones == sorted(dones) and mine[-1][0] == mine[-1][1] > 1  # moves forward and ends at its total
+        assert len(mine) > 10  # a real bar: many updates, not a jump from 0 to 1
+    with pytest.raises(ConfigError, match="progress must be a callable"):
+        AutoAttack(model, eps=EPS, progress="yes")  # type: ignore[arg-type]
+
+
 def test_autoattack_l2(model: MLP, test_set: tuple[torch.Tensor, ...]) -> None:
     x, y = test_set[0][:50], test_set[1][:50]
     x_aa = AutoAttack(model, eps=EPS_L2, norm="L2", version="custom", attacks=["apgd-ce"])(x, y)

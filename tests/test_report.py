@@ -169,10 +169,14 @@ def test_collection_report_writes_every_figure_and_table(demo, monkeypatch):
         assert f"](figures/{name})" in text, name
     assert text.count("*Figure ") == len(FIGURES)
     assert "digits" in text.split("## Runs")[0] and "eps = 0.1" in text
-    # results table: attacks as columns, runs as rows, accuracy in %, worst case last
-    assert "| run | role | clean | fgsm | pgd-20 | worst case | n |" in text
-    assert "| teacher | teacher | 82.00 | 50.00 | 45.00 | 45.00 | 359 |" in text
-    assert "| rslad | student | 70.00 | 40.00 | 35.00 | 35.00 | 359 |" in text  # one student row: nothing bold
+    # results table: attacks as columns with their image counts, runs as rows, accuracy % ± binomial
+    # standard error sqrt(p (1 - p) / n), worst case last
+    assert "| run | role | clean, n=359 | fgsm, n=359 | pgd-20, n=359 | worst case (all attacks), n=359 |" in text
+    assert "| teacher | teacher | 82.0 ± 2.0 | 50.0 ± 2.6 | 45.0 ± 2.6 | 45.0 ± 2.6 |" in text
+    assert "| rslad | student | 70.0 ± 2.4 | 40.0 ± 2.6 | 35.0 ± 2.5 | 35.0 ± 2.5 |" in text  # one student: no bold
+    settings = text.split("## Runs")[0]
+    for item in ("## Settings", "**Data:** digits", "**Seeds:** 0", "**Wall time:** training 6 s", "torch"):
+        assert item in settings, item
     assert "No `results.json` for: paths" in text
     # the best student by robust accuracy (only `paths` has no results.json: ranked by its sweep)
     assert "Adversarial examples (best student:" in text
@@ -228,7 +232,8 @@ def test_single_run_report_falls_back_to_training_metrics(tmp_path, snapshots):
         assert f"](figures/{name})" in text
     assert not (run / "figures" / "eps_sweep.png").exists() and not (run / report.SWEEP_CACHE).exists()
     assert "last in-training evaluation" in text
-    assert "| paths-run | student | 55.00 | 25.00 | 25.00 | 1 |" in text  # clean, pgd-10, worst case, epoch
+    # clean, pgd-10, worst case on the in-training subset (eval_n = 500), then the epoch
+    assert "| paths-run | student | 55.0 ± 2.2 | 25.0 ± 1.9 | 25.0 ± 1.9 | 1 |" in text
 
 
 def test_teacher_found_from_students_config(tmp_path):
@@ -297,3 +302,56 @@ def test_plots_handle_nan_strings_and_refuse_missing_paths_keys(tmp_path):
         plots.plot_paths_weights(records, tmp_path / "p.png")
     sweeps = {"teacher": {"eps": [0.0, 8 / 255, 16 / 255], "accuracy": [0.9, 0.5, 0.2]}}
     _assert_png_drawn(plots.plot_eps_sweep(sweeps, tmp_path / "s.png", reference_eps=8 / 255, chance=10))
+
+
+def test_a_student_above_its_teacher_at_large_eps_gets_a_gradient_masking_note(demo, monkeypatch):
+    def canned(model, dataset, *, eps, points, n, **kwargs):
+        # the teacher is the strong snapshot; give the other two a flat curve far above it at 2 eps
+        last = 0.05 if model is canned.teacher else 0.5
+        grid = sweep_lib.eps_grid(eps, points)
+        return {"eps": grid, "accuracy": [0.8] * (len(grid) - 1) + [last], "n_examples": 500, "seconds": 0.0}
+
+    original = report._Report.model_of
+
+    def model_of(self, run):
+        model = original(self, run)
+        if run.label == "teacher":
+            canned.teacher = model
+        return model
+
+    canned.teacher = None
+    monkeypatch.setattr(report._Report, "model_of", model_of)
+    monkeypatch.setattr(sweep_lib, "eps_sweep", canned)
+    text = report.write_report(demo, **{**REPORT_OPTIONS, "examples": 0}).read_text()
+    notes = text.split("## Notes")[1]
+    assert "rslad is more robust than its teacher at 2 eps" in notes and "gradient masking" in notes
+    assert "paths is more robust than its teacher" in notes
+    assert "teacher is more robust" not in notes
+    assert "± 1 binomial standard error" in text  # the sweep figure's error bands are named
+
+
+def test_adversarial_batch_counts_flips_both_ways():
+    y = torch.tensor([0, 1, 2, 3])
+    batch = plots.AdversarialBatch(
+        x=torch.zeros(4, 1, 2, 2),
+        x_adv=torch.zeros(4, 1, 2, 2),
+        y=y,
+        pred_clean=torch.tensor([0, 1, 0, 0]),  # right, right, wrong, wrong
+        pred_adv=torch.tensor([1, 1, 2, 0]),  # wrong, right, right, wrong
+    )
+    assert (batch.flipped_to_wrong, batch.flipped_to_right) == (1, 1)
+
+
+def test_warnings_for_a_model_near_chance_or_undertrained(tmp_path, snapshots):
+    run_dir = _make_run(
+        tmp_path / "weak",
+        snapshots["weak"],
+        method="pgd-at",
+        epochs=[_epoch(1, loss=2.0, clean=0.11, robust=0.1), _epoch(2, loss=1.5, clean=0.12, robust=0.1)],
+    )
+    run = report.discover_runs(run_dir)[0][0]
+    found = report.training_warnings(run, 10)
+    assert any("near chance: clean accuracy 12.0%" in w for w in found)
+    assert any("undertrained: its training loss still fell 25%" in w for w in found)
+    text = report.write_report(run_dir, **{**REPORT_OPTIONS, "sweep_points": 0, "examples": 0}).read_text()
+    assert text.index("## Warnings") < text.index("## Runs")

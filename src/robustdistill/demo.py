@@ -153,17 +153,33 @@ def _teacher_is_reusable(run_dir: Path, wanted: dict[str, Any]) -> bool:
     return all(saved.get(key) == value for key, value in wanted.items() if key not in written_by_the_run)
 
 
-def evaluate_run(run_dir: Path, dataset: str, data_dir: str | None, size: DemoSize, seed: int) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path,
+    dataset: str,
+    data_dir: str | None,
+    size: DemoSize,
+    seed: int,
+    *,
+    label: str = "",
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Clean, PGD-20 and CW-inf on `eval_n` images, AutoAttack (or its gradient-based part) on
     `autoattack_n`; writes results.json. Square's 5000 queries per image make the standard version
-    slow on a CPU, so the smaller sizes run APGD-CE (+ APGD-T) from the reference implementation."""
+    slow on a CPU, so the smaller sizes run APGD-CE (+ APGD-T) from the reference implementation,
+    named as a substitute in the tables. Unless `quiet`, a line and a bar per attack on stderr."""
     model = models.load(run_dir / "model.safetensors").eval()
     test = data_lib.load(dataset, "test", data_dir=data_dir)
     eps = float(yaml.safe_load((run_dir / "config.yaml").read_text())["eps"])
-    record = run(model, test, attacks=["clean", "pgd-20", "cw"], eps=eps, n=size.eval_n, seed=seed, progress=False)
+    label = label or run_dir.name
+    shown = not quiet
+    record = run(
+        model, test, attacks=["clean", "pgd-20", "cw"], eps=eps, n=size.eval_n, seed=seed, progress=shown, label=label
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # AutoAttack's own notes on tiny subsets
-        strong = run(model, test, attacks=[size.autoattack], eps=eps, n=size.autoattack_n, seed=seed, progress=False)
+        strong = run(
+            model, test, attacks=[size.autoattack], eps=eps, n=size.autoattack_n, seed=seed, progress=shown, label=label
+        )
     name = size.autoattack
     record["accuracy"][name] = strong["accuracy"][name]
     record["attacks"][name] = {**strong["attacks"][name], "n_examples": strong["n_examples"]}
@@ -198,6 +214,8 @@ def run_demo(
             method_class(method)  # unknown names fail here, before any training
         preset = replace(preset, methods=tuple(methods))
     root = Path(run_dir)
+    if not data:
+        console.print("looking for the Fashion-MNIST files")
     dataset = pick_dataset(data, data_dir)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--run-dir '{root}' is a file, not a directory; choose another --run-dir")
@@ -252,7 +270,7 @@ def _run_locked(
             train_from_config("train-teacher", load_config(flags=teacher_cfg), quiet=quiet)
         teacher_source = str(teacher_dir)
 
-    results: dict[str, dict[str, Any]] = {"teacher": evaluate_run(teacher_dir, dataset, data_dir, preset, seed)}
+    results = {"teacher": evaluate_run(teacher_dir, dataset, data_dir, preset, seed, label="teacher", quiet=quiet)}
     for step, method in enumerate(preset.methods, start=2):
         student_dir = root / method
         flags = {
@@ -272,9 +290,10 @@ def _run_locked(
             label += " (" + ", ".join(f"{k}={v}" for k, v in METHOD_OPTS[method].items()) + ")"
         console.print(f"[bold]{step}/{len(preset.methods) + 2}[/] student: {label}")
         train_from_config(command, load_config(flags=flags), quiet=quiet)
-        results[label] = evaluate_run(student_dir, dataset, data_dir, preset, seed)
+        results[label] = evaluate_run(student_dir, dataset, data_dir, preset, seed, label=method, quiet=quiet)
 
-    print_table(results, title=f"demo ({size}, {dataset}): accuracy (%) under attack")
+    substitute = "" if preset.autoattack == "autoattack" else f", {preset.autoattack} as AutoAttack substitute"
+    print_table(results, title=f"demo ({size}, {dataset}{substitute}): accuracy (%) under attack")
     console.print(f"trained and evaluated in {time.perf_counter() - started:.0f} s")
     if not report:
         return root
@@ -284,5 +303,5 @@ def _run_locked(
     path = write_report(
         root, data_dir=data_dir, sweep_n=preset.sweep_n, sweep_points=preset.sweep_points, progress=not quiet, seed=seed
     )
-    console.print(f"report: {path} (total {time.perf_counter() - started:.0f} s)")
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return path

@@ -2,15 +2,19 @@
 
 Nothing of AutoAttack is re-implemented here: this adapter only chooses the attacks, adapts the
 number of target classes to the model, keeps the model's mode and flags, keeps the caller's random
-state (the reference code reseeds torch's global generator), and keeps its log quiet.
+state (the reference code reseeds torch's global generator), and keeps its log quiet. With a
+`progress` callback it runs the reference's attacks one at a time (each on the samples every earlier
+one left robust, as the reference's own loop does) and reports the model's forward passes of each
+against the number that attack makes when it runs to the end.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,7 +25,10 @@ from robustdistill.attacks.pgd import _prepare_input, attack_mode
 from robustdistill.attacks.threat import normalize_norm
 from robustdistill.errors import ConfigError
 
-__all__ = ["AUTOATTACK_ATTACKS", "AutoAttack"]
+__all__ = ["AUTOATTACK_ATTACKS", "AutoAttack", "ProgressCallback", "forward_passes"]
+
+#: `progress(attack, done, total)`: `done` of about `total` forward passes of the reference attack `attack`
+ProgressCallback = Callable[[str, int, int], None]
 
 #: the attacks of the reference implementation that `version="custom"` may combine
 AUTOATTACK_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")
@@ -60,6 +67,27 @@ def _routed_log(logger: logging.Logger, verbose: bool) -> Iterator[None]:
         logger.handlers = saved[2]
 
 
+def forward_passes(adversary: Any, attack: str, batches: int) -> int:
+    """Forward passes the reference `attack` makes on `batches` batches when it runs to the end.
+
+    Counted on pyautoattack's code: per batch, APGD makes `restarts * (iterations + 1)`, APGD-T
+    `targets * restarts * (iterations + 2)`, FAB `restarts * (2 * iterations + 2)`, FAB-T
+    `targets * restarts * (2 * iterations + 3)` and Square `restarts * (queries + 2)`, plus 2 around
+    each (its first prediction and the evaluation loop's check). An attack stops early once no sample
+    is left to fool, so this is an upper bound.
+    """
+    apgd, targeted, fab, square = adversary.apgd, adversary.apgd_targeted, adversary.fab, adversary.square
+    per_batch = {
+        "apgd-ce": apgd.n_restarts * (apgd.n_iter + 1),
+        "apgd-dlr": apgd.n_restarts * (apgd.n_iter + 1),
+        "apgd-t": targeted.n_target_classes * targeted.n_restarts * (targeted.n_iter + 2),
+        "fab": fab.n_restarts * (2 * fab.n_iter + 2),
+        "fab-t": fab.n_target_classes * (2 * fab.n_iter + 3),  # the reference runs FAB-T with 1 restart
+        "square": square.n_restarts * (square.n_queries + 2),
+    }[attack]
+    return batches * (per_batch + 2)
+
+
 class AutoAttack:
     """AutoAttack (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
     diverse parameter-free attacks", ICML 2020), run by the reference implementation `pyautoattack`.
@@ -76,6 +104,9 @@ class AutoAttack:
         batch_size: samples per forward pass inside AutoAttack.
         verbose: print the reference implementation's log (otherwise only its sanity-check warnings
             surface, as Python `RuntimeWarning`s).
+        progress: optional `progress(attack, done, total)` callback, called as each reference attack
+            starts (`done` 0), after every forward pass of the model, and when it ends (`done == total`);
+            `total` is `forward_passes(...)` for the samples still robust when that attack starts.
 
     APGD-T and FAB-T target the `min(9, C - 1)` most likely wrong classes; the targeted DLR loss
     needs at least 4 classes, so with fewer the standard version skips APGD-T (with a warning) and
@@ -101,6 +132,7 @@ class AutoAttack:
         seed: int | None = 0,
         batch_size: int = 256,
         verbose: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"the attacked model must be an nn.Module, got {type(model).__name__}")
@@ -136,6 +168,9 @@ class AutoAttack:
         self.seed = seed
         self.batch_size = batch_size
         self.verbose = bool(verbose)
+        if progress is not None and not callable(progress):
+            raise ConfigError(f"progress must be a callable (attack, done, total), got {type(progress).__name__}")
+        self.progress = progress
 
     def _plan(self, num_classes: int) -> list[str]:
         """The attacks to run for a model with `num_classes` outputs."""
@@ -204,11 +239,54 @@ class AutoAttack:
                 with torch.no_grad():
                     num_classes = int(self.model(x32[:1]).shape[1])
                 adversary = self._build(pyautoattack, num_classes, device)
-                x_adv, _ = adversary.run_standard_evaluation(x32, y, batch_size=self.batch_size)
+                if self.progress is None:
+                    x_adv, _ = adversary.run_standard_evaluation(x32, y, batch_size=self.batch_size)
+                else:
+                    x_adv = self._one_by_one(pyautoattack, adversary, x32, y, self.progress)
         finally:
             # the reference implementation's dynamic-defence check calls sys.settrace(None)
             sys.settrace(old_trace)
         return x_adv.detach().to(x.dtype)
+
+    def _one_by_one(self, pyautoattack: Any, adversary: Any, x: Tensor, y: Tensor, report: ProgressCallback) -> Tensor:
+        """The reference's attacks in turn, each on the samples still robust, counting forward passes."""
+        plan = list(adversary.attacks_to_run)
+        with torch.no_grad():
+            robust = torch.cat(
+                [self.model(xb).argmax(1) == yb for xb, yb in zip(x.split(256), y.split(256), strict=True)]
+            )
+        accuracy = {"clean": float(robust.float().mean())}
+        x_adv = x.clone()
+        passes = [0]
+        current: list[Any] = [None, 0]
+
+        def count(*_: Any) -> None:
+            passes[0] += 1
+            if current[0] is not None and passes[0] < current[1]:
+                report(current[0], passes[0], current[1])
+
+        hook = self.model.register_forward_hook(count)
+        try:
+            for attack in plan:
+                index = robust.nonzero().flatten()
+                if index.numel() == 0:
+                    break
+                total = forward_passes(adversary, attack, math.ceil(index.numel() / self.batch_size))
+                passes[0], current[:] = 0, [attack, total]
+                report(attack, 0, total)
+                adversary.attacks_to_run = [attack]
+                found, predicted = adversary.run_standard_evaluation(x[index], y[index], batch_size=self.batch_size)
+                fooled = predicted != y[index]
+                x_adv[index[fooled]] = found[fooled]
+                robust[index[fooled]] = False
+                accuracy[attack] = float(robust.float().mean())
+                current[0] = None
+                report(attack, total, total)
+        finally:
+            hook.remove()
+            adversary.attacks_to_run = plan
+        pyautoattack.checks.check_square_sr(accuracy, logger=adversary.logger)
+        return x_adv
 
     def __repr__(self) -> str:
         attacks = f", attacks={self.attacks}" if self.attacks is not None else ""

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ from robustdistill.data import ArrayDataset, subset
 
 __all__ = [
     "DPI",
+    "AdversarialBatch",
+    "adversarial_batch",
     "branch_label",
     "epoch_records",
     "paths_profile",
@@ -209,7 +212,8 @@ def plot_eps_sweep(
 ) -> Path:
     """Accuracy (%) against eps, one line per model (teacher in black); x = 0 is clean accuracy.
 
-    `sweeps` maps a label to an `eps_sweep` record. A dotted vertical line marks `reference_eps`
+    `sweeps` maps a label to an `eps_sweep` record; a shaded band shows ± one binomial standard error
+    `sqrt(p (1 - p) / n)` of each point. A dotted vertical line marks `reference_eps`
     (the training eps; defaults to the records' `reference_eps`), a dotted horizontal line `chance`
     (in %, e.g. `100 / num_classes`).
     """
@@ -228,6 +232,12 @@ def plot_eps_sweep(
         xs = [scale * float(e) for e in record["eps"]]
         ys = [100 * _number(a) for a in record["accuracy"]]
         is_teacher = label == teacher
+        n_points = record.get("n_examples")
+        if n_points:
+            band = [100 * math.sqrt(max(v / 100 * (1 - v / 100), 0.0) / n_points) for v in ys]
+            low = [v - b for v, b in zip(ys, band, strict=True)]
+            high = [v + b for v, b in zip(ys, band, strict=True)]
+            ax.fill_between(xs, low, high, color=colors[label], alpha=0.15, linewidth=0)
         ax.plot(
             xs,
             ys,
@@ -247,7 +257,8 @@ def plot_eps_sweep(
     steps = attack.get("steps")
     n = next((s.get("n_examples") for s in sweeps.values() if s.get("n_examples")), None)
     detail = ", ".join(part for part in (f"PGD-{steps}" if steps else "", f"n={n}" if n else "") if part)
-    ax.set_title(f"{title}" + (f"\n({detail}; eps 0 = clean accuracy)" if detail else ""), fontsize=10)
+    bands = "; bands: ± 1 standard error" if n else ""
+    ax.set_title(f"{title}" + (f"\n({detail}; eps 0 = clean accuracy{bands})" if detail else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(figure, path)
@@ -271,6 +282,15 @@ def paths_profile(record: Mapping[str, Any], quantity: str = "weight") -> dict[s
     return {b: (sorted(found[b]), [found[b][k] for k in sorted(found[b])]) for b in order}
 
 
+def _scaled(
+    profile: dict[str, tuple[list[int], list[float]]], quantity: str
+) -> dict[str, tuple[list[int], list[float]]]:
+    """Weights as a ratio to the uniform weight `1 / k` of their branch (1 = uniform); KL unchanged."""
+    if quantity != "weight":
+        return profile
+    return {b: (steps, [v * len(steps) for v in values]) for b, (steps, values) in profile.items()}
+
+
 def plot_paths_weights(
     records: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -280,7 +300,9 @@ def plot_paths_weights(
     """Mean adaptive weight (and, when logged, mean teacher-student KL) against the step index.
 
     One line per branch (untargeted / targeted) from the last epoch that logged `paths/weight_*` keys,
-    faint lines for earlier epochs, and the uniform weight `1 / (number of aligned steps)` dashed.
+    faint lines for earlier epochs. Weights are shown as a ratio to the uniform weight `1 / k` (k aligned
+    steps) on an axis from 0, so 1 (dashed) is uniform and near-uniform profiles look flat; the KL axis
+    is scaled to the last epoch.
     Raises ValueError when no record has such keys.
     """
     epochs = [r for r in epoch_records(records) if paths_profile(r)]
@@ -291,18 +313,22 @@ def plot_paths_weights(
     figure = _figure(11.0 if has_kl else 6.5, 4.3)
     axes = list(figure.subplots(1, 2)) if has_kl else [figure.subplots()]
     cycle = matplotlib.colormaps["tab10"]
-    quantities = [("weight", "mean adaptive weight"), ("kl", "mean KL(teacher || student)")][: len(axes)]
+    quantities = [("weight", "weight / uniform weight (1/k)"), ("kl", "mean KL(teacher || student)")][: len(axes)]
     for ax, (quantity, ylabel) in zip(axes, quantities, strict=True):
-        profile = paths_profile(last, quantity)
+        profile = _scaled(paths_profile(last, quantity), quantity)
         colors = {b: cycle(i) for i, b in enumerate(profile)}
         for record in epochs[:-1]:
-            for branch, (steps, values) in paths_profile(record, quantity).items():
+            for branch, (steps, values) in _scaled(paths_profile(record, quantity), quantity).items():
                 ax.plot(steps, values, color=colors.get(branch, "grey"), alpha=0.2, linewidth=1.0)
         for branch, (steps, values) in profile.items():
             ax.plot(steps, values, color=colors[branch], marker="o", linewidth=2.0, label=branch_label(branch))
-        if quantity == "weight" and profile:
-            k = max(len(steps) for steps, _ in profile.values())
-            ax.axhline(1.0 / k, color="grey", linestyle="--", linewidth=1.0, label=f"uniform (1/{k})")
+        shown = [v for _, values in profile.values() for v in values if not math.isnan(v)]
+        top = max(shown, default=1.0)
+        if quantity == "weight":
+            ax.axhline(1.0, color="grey", linestyle="--", linewidth=1.0, label="uniform")
+            ax.set_ylim(0.0, max(2.0, 1.15 * top))  # from 0: near-uniform weights stay near the dashed line
+        else:
+            ax.set_ylim(0.0, 1.25 * top if top > 0 else 1.0)  # the last epoch fills the panel; earlier ones may clip
         if len(epochs) > 1:
             first, last_faint = epochs[0]["epoch"], epochs[-2]["epoch"]
             span = f"epoch {first}" if first == last_faint else f"epochs {first}-{last_faint}"
@@ -343,30 +369,41 @@ def _short(name: str, limit: int = 12) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def plot_adversarial_examples(
+@dataclass(frozen=True)
+class AdversarialBatch:
+    """Clean images, their adversarial versions, labels and both predictions (all on the CPU)."""
+
+    x: Tensor
+    x_adv: Tensor
+    y: Tensor
+    pred_clean: Tensor
+    pred_adv: Tensor
+
+    @property
+    def flipped_to_wrong(self) -> int:
+        return int(((self.pred_clean == self.y) & (self.pred_adv != self.y)).sum())
+
+    @property
+    def flipped_to_right(self) -> int:
+        """Wrong clean predictions that the attack made right: PGD raises the loss of the true class, which
+        need not keep a wrong prediction wrong (the loss can rise while the arg-max moves to the label)."""
+        return int(((self.pred_clean != self.y) & (self.pred_adv == self.y)).sum())
+
+
+def adversarial_batch(
     model: nn.Module,
     data: ArrayDataset,
     attack: Callable[[Tensor, Tensor], Tensor],
-    path: str | os.PathLike[str],
     n: int = 8,
-    class_names: Sequence[str] | None = None,
     *,
     seed: int = 0,
     device: str | torch.device | None = None,
-    title: str | None = None,
-) -> Path:
-    """A 2-row grid: `n` clean test images (top) and their adversarial versions (bottom).
-
-    Each column is titled with the true label; under each image the model's prediction, green when
-    correct and red when wrong. The images are a fixed class-balanced subset (`subset(data, n, seed)`);
-    `attack(x, y) -> x_adv` is any attack object (for example `attacks.PGD(model, eps=...)`).
-    1-channel images are shown in grey scale.
-    """
+) -> AdversarialBatch:
+    """Attack a fixed class-balanced subset of `n` images (`subset(data, n, seed)`); the model's mode is kept."""
     from robustdistill.utils import resolve_device
 
     device = device if isinstance(device, torch.device) else resolve_device(device)
     chosen = subset(data, n, seed=seed)
-    names = list(class_names or data.classes or [str(i) for i in range(data.num_classes)])
     x = chosen.images.float().div(255).to(device)
     y = chosen.labels.to(device)
     was_training = model.training
@@ -378,7 +415,33 @@ def plot_adversarial_examples(
             pred_adv = model(x_adv).argmax(dim=1).cpu()
     finally:
         model.train(was_training)
-    x, x_adv, y = x.cpu(), x_adv.cpu(), y.cpu()
+    return AdversarialBatch(x.cpu(), x_adv.cpu(), y.cpu(), pred_clean, pred_adv)
+
+
+def plot_adversarial_examples(
+    model: nn.Module,
+    data: ArrayDataset,
+    attack: Callable[[Tensor, Tensor], Tensor],
+    path: str | os.PathLike[str],
+    n: int = 8,
+    class_names: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    title: str | None = None,
+    batch: AdversarialBatch | None = None,
+) -> Path:
+    """A 2-row grid: `n` clean test images (top) and their adversarial versions (bottom).
+
+    Each column is titled with the true label; under each image the model's prediction, green when
+    correct and red when wrong. The images are a fixed class-balanced subset (`subset(data, n, seed)`);
+    `attack(x, y) -> x_adv` is any attack object (for example `attacks.PGD(model, eps=...)`), or pass
+    the `batch` that `adversarial_batch` returned. 1-channel images are shown in grey scale; the title
+    counts the predictions the attack flipped, wrong to right included.
+    """
+    batch = batch or adversarial_batch(model, data, attack, n, seed=seed, device=device)
+    names = list(class_names or data.classes or [str(i) for i in range(data.num_classes)])
+    x, x_adv, y, pred_clean, pred_adv = batch.x, batch.x_adv, batch.y, batch.pred_clean, batch.pred_adv
     count = x.shape[0]
     cell = 1.45  # inches per image; each row also needs room for the labels above and below it
     figure = _figure(max(4.0, cell * count + 0.9), 2 * (cell + 0.6) + 1.2)
@@ -400,10 +463,11 @@ def plot_adversarial_examples(
             if col == 0:
                 ax.set_ylabel("clean" if row == 0 else "adversarial")
     correct_clean = int((pred_clean == y).sum())
-    flipped = int(((pred_clean == y) & (pred_adv != y)).sum())
+    summary = f"the attack flips {batch.flipped_to_wrong} of the {correct_clean} correct clean predictions"
+    if batch.flipped_to_right:
+        summary += f", and turns {batch.flipped_to_right} wrong one(s) right (it maximises the loss, not the error)"
     figure.suptitle(
-        (title or f"Clean (top) and adversarial (bottom) test images, {_attack_description(attack)}")
-        + f"\nthe attack flips {flipped} of the {correct_clean} correct clean predictions",
+        (title or f"Clean (top) and adversarial (bottom) test images, {_attack_description(attack)}") + "\n" + summary,
         fontsize=10,
     )
     figure.legend(

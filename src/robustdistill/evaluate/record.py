@@ -14,6 +14,7 @@ from rich.table import Table
 
 import robustdistill
 from robustdistill.errors import ConfigError
+from robustdistill.evaluate.table import cell, column_title, columns, leader
 
 
 def environment() -> dict[str, str]:
@@ -84,34 +85,43 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def _columns(records: dict[str, dict[str, Any]]) -> list[str]:
-    """Every attack that any record holds, in first-seen order, with `worst_case` last."""
-    columns: list[str] = []
-    for record in records.values():
-        for name in record["accuracy"]:
-            if name not in columns:
-                columns.append(name)
-    return sorted(columns, key=lambda name: name == "worst_case")
+def _rows(records: dict[str, dict[str, Any]], bold: bool, sep: str = ", ") -> tuple[list[str], list[list[str]]]:
+    """Column titles and cells (`accuracy ± error`, the leader beyond noise of each column marked `**`)."""
+    names = columns(records)
+    titles = [column_title(name, records, sep) for name in names]
+    shared = [f"{sep}n=" in title for title in titles]
+    grid = [[cell(record, name) for name in names] for record in records.values()]
+    texts = [
+        [
+            "-" if c is None else c.text() + ("" if shared[j] or c.n is None else f" (n={c.n})")
+            for j, c in enumerate(row)
+        ]
+        for row in grid
+    ]
+    if bold:
+        candidates = [i for i, label in enumerate(records) if label != "teacher"]
+        for j in range(len(names)):
+            best = leader([grid[i][j] for i in candidates])
+            if best is not None:
+                texts[candidates[best]][j] = f"**{texts[candidates[best]][j]}**"
+    return titles, texts
 
 
 def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accuracy (%)") -> None:
-    """A terminal table: one row per model, one column per attack."""
-    columns = _columns(records)
-    table = Table(title=title)
+    """A terminal table: one row per model, one column per attack (accuracy % ± standard error)."""
+    titles, texts = _rows(records, bold=False, sep="\n")
+    table = Table(title=title, caption="accuracy (%) ± standard error; n: images per column")
     table.add_column("model")
-    for name in columns:
+    for name in titles:
         table.add_column(name, justify="right")
-    for label, record in records.items():
-        accuracy = record["accuracy"]
-        table.add_row(label, *[f"{100 * accuracy[c]:.2f}" if c in accuracy else "-" for c in columns])
+    for label, row in zip(records, texts, strict=True):
+        table.add_row(label, *row)
     Console().print(table)
 
 
 def markdown_table(records: dict[str, dict[str, Any]]) -> str:
-    columns = _columns(records)
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for label, record in records.items():
-        accuracy = record["accuracy"]
-        cells = [f"{100 * accuracy[c]:.2f}" if c in accuracy else "-" for c in columns]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    """A markdown table like `print_table`; **bold** marks a column's best non-teacher value beyond noise."""
+    titles, texts = _rows(records, bold=True)
+    lines = ["| model | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(titles)]
+    lines += [f"| {label} | " + " | ".join(row) + " |" for label, row in zip(records, texts, strict=True)]
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ from robustdistill import models as model_lib
 from robustdistill.attacks import PGD
 from robustdistill.config import default_eps
 from robustdistill.errors import ConfigError, RobustDistillError
-from robustdistill.evaluate import plots
+from robustdistill.evaluate import plots, table
 from robustdistill.evaluate import sweep as sweep_lib
 from robustdistill.evaluate.record import write_record
 from robustdistill.train.metrics import read_metrics
@@ -282,49 +282,34 @@ def _cached_sweep(entry: Any, key: dict[str, Any], weights: Path) -> dict[str, A
 # --------------------------------------------------------------------------- tables
 
 
-def _ordered_attacks(records: list[dict[str, Any]]) -> list[str]:
-    names: list[str] = []
-    for accuracy in records:
-        for name in accuracy:
-            if name not in names:
-                names.append(name)
-    if "clean" in names:
-        names.remove("clean")
-        names.insert(0, "clean")
-    if "worst_case" in names:
-        names.remove("worst_case")
-        names.append("worst_case")
-    return names
+def _accuracy_table(rows: list[tuple[str, str, dict[str, Any]]], extra: str | None) -> str:
+    """Markdown table: one row per run, one column per attack, accuracy % ± error and images per column.
 
-
-def _accuracy_table(rows: list[tuple[str, str, dict[str, float], Any]], extra_label: str) -> str:
-    """Markdown table: one row per run, one column per attack, accuracy in %.
-
-    With two or more non-teacher rows, the best non-teacher value of each column is in bold.
+    `rows` are `(label, role, record)` with a record shaped like `evaluate.run`'s (`accuracy`, optionally
+    `n_examples`, `attacks`, `worst_case_over`, `accuracy_by_seed`). With two or more non-teacher rows,
+    a column's best non-teacher value is in bold only when it beats every other one beyond the noise.
+    `extra` names a last column read from each record (`epoch`).
     """
-    columns = _ordered_attacks([accuracy for _, _, accuracy, _ in rows])
-    best: dict[str, float] = {}
-    candidates = [accuracy for _, role, accuracy, _ in rows if role != "teacher"]
-    if len(candidates) > 1:
-        for name in columns:
-            values = [_as_float(a.get(name)) for a in candidates]
-            finite = [v for v in values if not math.isnan(v)]
-            if finite:
-                best[name] = max(finite)
-    header = ["run", "role", *[c.replace("_", " ") for c in columns], extra_label]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(columns) + 1)]
-    for label, role, accuracy, extra in rows:
-        cells = []
-        for name in columns:
-            value = _as_float(accuracy.get(name))
-            if math.isnan(value):
-                cells.append("-")
-                continue
-            text = f"{100 * value:.2f}"
-            if role != "teacher" and name in best and value == best[name]:
-                text = f"**{text}**"
-            cells.append(text)
-        lines.append(f"| {label} | {role} | " + " | ".join(cells) + f" | {extra if extra is not None else '-'} |")
+    records = {label: record for label, _, record in rows}
+    names = table.columns(records)
+    titles = [table.column_title(name, records) for name in names]
+    grid = [[table.cell(record, name) for name in names] for _, _, record in rows]
+    texts = [
+        ["-" if c is None else c.text() + ("" if ", n=" in titles[j] or c.n is None else f" (n={c.n})") for j, c in
+         enumerate(line)]
+        for line in grid
+    ]  # fmt: skip
+    students = [i for i, (_, role, _) in enumerate(rows) if role != "teacher"]
+    if len(students) > 1:
+        for j in range(len(names)):
+            best = table.leader([grid[i][j] for i in students])
+            if best is not None:
+                texts[students[best]][j] = f"**{texts[students[best]][j]}**"
+    header = ["run", "role", *titles, *([extra] if extra else [])]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for (label, role, record), cells in zip(rows, texts, strict=True):
+        last = [str(record.get(extra, "-"))] if extra else []
+        lines.append(f"| {label} | {role} | " + " | ".join([*cells, *last]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -547,6 +532,13 @@ class _Report:
             chance=100.0 / self.primary_data.num_classes if self.primary_data is not None else None,
             title=f"Accuracy against attack radius ({self.dataset_name})",
         )
+        masking = self._stronger_than_teacher()
+        for label in masking:
+            self.note(
+                f"{label} is more robust than its teacher at 2 eps in the eps sweep, beyond the noise: a student "
+                "rarely beats its teacher at large radii, so check for gradient masking (AutoAttack, more PGD "
+                "steps or restarts, a black-box attack such as Square) before trusting its robust accuracy."
+            )
         n_used = next(iter(self.sweeps.values())).get("n_examples", n)
         self.figures.append(
             Figure(
@@ -557,9 +549,35 @@ class _Report:
                 f"{_format_eps(self.eps)} (dotted vertical line), teacher in black: read off each model's accuracy "
                 "at the dotted line; a good student stays close to the teacher at every radius, and every curve "
                 "should fall toward chance (dashed) as eps grows, since one that stays flat suggests gradient "
-                "masking.",
+                "masking. Shaded bands: ± 1 binomial standard error."
+                + (
+                    f" Note: {', '.join(masking)} ends above the teacher at 2 eps beyond the noise, a possible sign "
+                    "of gradient masking (see the notes)."
+                    if masking
+                    else ""
+                ),
             )
         )
+
+    def _stronger_than_teacher(self) -> list[str]:
+        """Runs whose sweep accuracy at the largest radius beats the teacher's by more than 1.96 standard errors."""
+        if self.teacher is None or self.teacher.label not in self.sweeps:
+            return []
+        reference = self.sweeps[self.teacher.label]
+
+        def last(record: dict[str, Any]) -> table.Cell:
+            p, n = _as_float(record["accuracy"][-1]), int(record.get("n_examples") or 0)
+            return table.Cell(p, math.sqrt(p * (1 - p) / n) if n else math.nan, n)
+
+        teacher = last(reference)
+        found = []
+        for label, record in self.sweeps.items():
+            if label == self.teacher.label or record.get("eps") != reference.get("eps"):
+                continue
+            cell = last(record)
+            if cell.value - teacher.value > table.Z_95 * math.hypot(cell.error, teacher.error):
+                found.append(label)
+        return found
 
     def paths_profiles(self) -> None:
         for run in self.runs:
@@ -577,11 +595,12 @@ class _Report:
                 Figure(
                     f"PATHS weight profile: {run.label}",
                     file.name,
-                    "Mean adaptive weight (left) and teacher-student KL (right, when logged) at each step of the "
+                    "Mean adaptive weight as a ratio to the uniform weight 1/k (left, axis from 0, so 1 is uniform) "
+                    "and teacher-student KL (right, when logged; its axis fits the last epoch) at each step of the "
                     f"untargeted and targeted adversarial paths in the last epoch of {run.label}, earlier epochs "
                     "faint: steps above the dashed uniform line are the intermediate samples the method emphasises, "
-                    "and a profile with all weight on the last step means it has reduced to plain final-point "
-                    "distillation.",
+                    "a flat profile near 1 means the weighting is close to uniform, and a profile with all weight on "
+                    "the last step means it has reduced to plain final-point distillation.",
                 )
             )
 
@@ -597,6 +616,7 @@ class _Report:
             model, eps=self.eps, step_size=self.eps / 4, steps=20, norm=self.norm, random_start=True, seed=seed
         )
         which = "best student" if best.role == "student" else best.role
+        batch = plots.adversarial_batch(model, data, attack, count, seed=seed, device=self.device)
         file = plots.plot_adversarial_examples(
             model,
             data,
@@ -606,6 +626,14 @@ class _Report:
             seed=seed,
             device=self.device,
             title=f"{best.label}: clean (top) and PGD-20 adversarial (bottom) images, eps {_format_eps(self.eps)}",
+            batch=batch,
+        )
+        flipped = (
+            f" Here the attack also turned {batch.flipped_to_right} wrong clean prediction(s) right (a red top label "
+            "above a green bottom one): PGD raises the loss of the true class, and a higher loss can still move "
+            "the arg-max onto the label; it says nothing of robustness either way."
+            if batch.flipped_to_right
+            else ""
         )
         self.figures.append(
             Figure(
@@ -615,7 +643,7 @@ class _Report:
                 f"at eps {_format_eps(self.eps)} (bottom row) for {best.label}, each column titled with the true "
                 "label and each image labelled with the model's prediction, green when correct and red when "
                 "wrong: a robust model keeps most bottom-row labels green under a perturbation that barely "
-                "changes the image.",
+                "changes the image." + flipped,
             )
         )
 
@@ -666,8 +694,9 @@ def write_report(
 
 def _runs_table(runs: list[Run]) -> list[str]:
     lines = [
-        "| run | role | method | model | data | eps | epochs | teacher |",
-        "|---|---|---|---|---|---:|---:|---|",
+        "| run | role | method | model | data | training subset | eps | epochs | attack steps | seed | train time "
+        "| teacher |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         epochs = plots.epoch_records(run.metrics)
@@ -677,8 +706,9 @@ def _runs_table(runs: list[Run]) -> list[str]:
             teacher = teacher.parent
         lines.append(
             f"| {run.label} | {run.role} | {cfg.get('method', '-')} | {cfg.get('model', '-')} | "
-            f"{cfg.get('data', '-')} | {_eps_of(cfg):.4g} | {epochs[-1]['epoch'] if epochs else '-'} | "
-            f"{teacher.name if teacher else '-'} |"
+            f"{cfg.get('data', '-')} | {cfg.get('subset') or 'all'} | {_eps_of(cfg):.4g} | "
+            f"{epochs[-1]['epoch'] if epochs else '-'} | {cfg.get('steps', '-')} | {cfg.get('seed', '-')} | "
+            f"{f'{_train_seconds(run):.0f} s' if epochs else '-'} | {teacher.name if teacher else '-'} |"
         )
     return lines
 
@@ -686,50 +716,179 @@ def _runs_table(runs: list[Run]) -> list[str]:
 def _results_section(runs: list[Run]) -> list[str]:
     with_results = [r for r in runs if r.results]
     if not with_results:
-        rows = [(r.label, r.role, *_last_eval(r)[::-1]) for r in runs if _last_eval(r)[1]]
+        rows = [
+            (r.label, r.role, {"accuracy": acc, "n_examples": r.config.get("eval_n"), "epoch": epoch})
+            for r in runs
+            for epoch, acc in [_last_eval(r)]
+            if acc
+        ]
         if not rows:
             return ["No `results.json` and no in-training evaluation found: nothing to tabulate."]
         return [
             _accuracy_table(rows, "epoch"),
             "No run has a `results.json`, so this table shows the last in-training evaluation from "
-            "`metrics.jsonl` (accuracy in %, on the small `eval_n` subset with the training-time attacks): "
-            "a rough guide, not a final evaluation; run `robustdistill evaluate --json results.json` for that.",
+            "`metrics.jsonl` (accuracy % ± standard error, on the small `eval_n` subset with the training-time "
+            "attacks): a rough guide, not a final evaluation; run `robustdistill evaluate --json results.json` "
+            "for that.",
         ]
-    rows = [(r.label, r.role, r.results["accuracy"], r.results.get("n_examples")) for r in with_results]  # type: ignore[index]
+    rows = [(r.label, r.role, r.results) for r in with_results]  # type: ignore[misc]
     settings = sorted(
         {(_as_float(r.results.get("eps")), str(r.results.get("split") or "test")) for r in with_results}  # type: ignore[union-attr]
     )
     described = "; ".join(f"eps {_format_eps(e)} on the {s} split" for e, s in settings if not math.isnan(e))
+    records = {label: record for label, _, record in rows}
+    seeded = any(record.get("accuracy_by_seed") for record in records.values())
     lines = [
-        _accuracy_table(rows, "n"),
+        _accuracy_table(rows, None),
         "Accuracy (%) of each run's final model under each attack, from its `results.json`"
         + (f" ({described})" if described else "")
-        + "; `worst case` counts an image only if it survives every attack run (clean included)"
         + (
-            ", and **bold** marks the best non-teacher value per column."
+            ", as mean ± 95% interval over seeds"
+            if seeded
+            else ", ± the binomial standard error sqrt(p (1 - p) / n) of an accuracy p on n images"
+        )
+        + "; n is the number of class-balanced test images of each column. `worst case` counts an image only "
+        "if it survives every attack run on the same images (clean included) and is never above any of them"
+        + (
+            "; **bold** marks a column's best non-teacher value only where it beats every other student by more "
+            "than the noise (1.96 combined standard errors), so a column without bold has no clear winner."
             if sum(r.role != "teacher" for r in with_results) > 1
             else "."
         ),
     ]
+    for name in table.substitutes(records):
+        lines += [
+            "",
+            f"`{name}` runs only {' and '.join(p.upper() for p in name.split('+'))} of the reference AutoAttack "
+            "(standard AutoAttack also runs FAB-T and Square); it is a quicker substitute, usually a little "
+            "weaker, not the standard AutoAttack number.",
+        ]
     missing = [r.label for r in runs if not r.results]
     if missing:
         lines += ["", f"No `results.json` for: {', '.join(missing)} (write one with `robustdistill evaluate --json`)."]
     return lines
 
 
+def _clean_of(run: Run) -> tuple[float, int | None]:
+    """Clean accuracy and its number of images: from `results.json`, else the last in-training evaluation."""
+    if run.results and "clean" in run.results["accuracy"]:
+        return _as_float(run.results["accuracy"]["clean"]), table.column_size(run.results, "clean")
+    found = _last_eval(run)[1]
+    return _as_float(found.get("clean")), run.config.get("eval_n")
+
+
+def training_warnings(run: Run, num_classes: int | None) -> list[str]:
+    """Warnings for a model near chance (clean accuracy within 1.5x chance or 2 standard errors of it)
+    or undertrained (a single epoch, or training loss still falling by over 5% or clean accuracy still
+    rising by over 2 points in the last epoch)."""
+    found: list[str] = []
+    clean, n = _clean_of(run)
+    if num_classes and not math.isnan(clean):
+        chance = 1.0 / num_classes
+        error = math.sqrt(chance * (1 - chance) / n) if n else 0.0
+        if clean <= max(1.5 * chance, chance + 2 * error):
+            found.append(
+                f"{run.label} is near chance: clean accuracy {100 * clean:.1f}% against {100 * chance:.1f}% "
+                f"for {num_classes} classes; its robust accuracies say little about the method."
+            )
+    epochs = plots.epoch_records(run.metrics)
+    if len(epochs) == 1:
+        found.append(f"{run.label} was trained for a single epoch: its numbers are a smoke test, not a result.")
+    if len(epochs) >= 2:
+        loss = [_as_float(r.get("train_loss")) for r in epochs[-2:]]
+        accuracy = [_as_float(r.get("eval_clean")) for r in epochs[-2:]]
+        if loss[0] > 0 and loss[1] < 0.95 * loss[0]:
+            found.append(
+                f"{run.label} looks undertrained: its training loss still fell {100 * (1 - loss[1] / loss[0]):.0f}% "
+                f"in the last epoch ({epochs[-1]['epoch']}); more epochs would likely change its numbers."
+            )
+        elif accuracy[1] - accuracy[0] > 0.02:
+            found.append(
+                f"{run.label} looks undertrained: its clean accuracy still rose "
+                f"{100 * (accuracy[1] - accuracy[0]):.1f} points in the last epoch ({epochs[-1]['epoch']})."
+            )
+    return found
+
+
+def _distinct(values: list[Any]) -> str:
+    shown: list[str] = []
+    for value in values:
+        text = "-" if value is None or value == "" else str(value)
+        if text not in shown:
+            shown.append(text)
+    return ", ".join(shown) or "-"
+
+
+def _train_seconds(run: Run) -> float:
+    return sum(_as_float(r.get("seconds")) for r in plots.epoch_records(run.metrics) if r.get("seconds") is not None)
+
+
+def _settings_block(state: _Report) -> list[str]:
+    """What was measured, in one place: data, training, attacks, evaluation subsets, seeds, versions, time."""
+    import torch
+
+    runs, data = state.runs, state.primary_data
+    configs = [r.config for r in runs]
+    evaluated = [r for r in runs if r.results]
+    sizes = {
+        r.label: ", ".join(
+            f"{name} {table.column_size(r.results, name)}" for name in r.results["accuracy"] if name != "worst_case"
+        )
+        for r in evaluated
+        if r.results
+    }
+    per_attack = [f"{label}: {text}" for label, text in sizes.items()]
+    if len(sizes) > 1 and len(set(sizes.values())) == 1:
+        per_attack = [f"every run: {next(iter(sizes.values()))}"]
+    environments = [r.results["environment"] for r in evaluated if isinstance(r.results.get("environment"), dict)]  # type: ignore[union-attr]
+    versions = _distinct([f"robustdistill {e.get('robustdistill')}, torch {e.get('torch')}" for e in environments])
+    if not environments:
+        versions = f"robustdistill {robustdistill.__version__}, torch {torch.__version__} (of this report)"
+    seconds = {
+        "training": sum(_train_seconds(r) for r in runs),
+        "evaluation": sum(_as_float(v) for r in evaluated for v in (r.results.get("seconds") or {}).values()),  # type: ignore[union-attr]
+        "eps sweep": sum(_as_float(record.get("seconds")) for record in state.sweeps.values()),
+    }
+    teacher = f" (teacher: {state.teacher.label})" if state.teacher else ""
+    generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    in_training = "none (in-training evaluation on eval_n = " + _distinct([c.get("eval_n") for c in configs]) + ")"
+    return [
+        "## Settings",
+        "",
+        f"- **Data:** {state.dataset_name}; training subset: "
+        + _distinct([c.get("subset") or "full training set" for c in configs])
+        + " images; evaluation: test split"
+        + (f" ({len(data)} images, {data.num_classes} classes)" if data is not None else ""),
+        "- **Training:** epochs "
+        + _distinct([len(plots.epoch_records(r.metrics)) or r.config.get("epochs") for r in runs])
+        + f"; training attack: PGD with {_distinct([c.get('steps') for c in configs])} steps"
+        + f"; batch size {_distinct([c.get('batch_size') for c in configs])}",
+        f"- **Threat model:** {_format_norm(state.norm)}, eps = {_format_eps(state.eps)}",
+        "- **Evaluation images per attack:** " + ("; ".join(per_attack) or in_training),
+        f"- **Seeds:** {_distinct([c.get('seed') for c in configs])}",
+        f"- **Versions:** {versions}",
+        f"- **Runs:** {len(runs)}{teacher}; report generated on {generated}",
+        "- **Wall time:** " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + " (a cached sweep counts "
+        "the time of its first run)",
+        "",
+    ]
+
+
 def _markdown(state: _Report) -> str:
     data = state.primary_data
-    size = f", {len(data)} images, {data.num_classes} classes" if data is not None else ""
-    teacher = f" (teacher: {state.teacher.label})" if state.teacher else ""
+    records = {r.label: r.results for r in state.runs if r.results}
+    stand_ins = table.substitutes(records)
+    substitute = (
+        " (AutoAttack substitute: " + "; ".join(n.upper().replace("+", " + ") for n in stand_ins) + ")"
+        if stand_ins
+        else ""
+    )
+    warned = [w for run in state.runs for w in training_warnings(run, data.num_classes if data else None)]
     lines = [
-        f"# Robust distillation report: {state.run_dir.resolve().name}",
+        f"# Robust distillation report: {state.run_dir.resolve().name}{substitute}",
         "",
-        f"- **Dataset:** {state.dataset_name} (test split{size})",
-        f"- **Threat model:** {_format_norm(state.norm)}, eps = {_format_eps(state.eps)}",
-        f"- **Runs:** {len(state.runs)}{teacher}",
-        f"- Generated by robustdistill {robustdistill.__version__} on "
-        f"{_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}.",
-        "",
+        *_settings_block(state),
+        *(["## Warnings", "", *[f"- **{w}**" for w in warned], ""] if warned else []),
         "## Runs",
         "",
         *_runs_table(state.runs),
@@ -741,15 +900,16 @@ def _markdown(state: _Report) -> str:
     if state.sweeps:
         lines += [
             "",
-            "Accuracy (%) from the eps sweep at eps 0 (clean), the training eps (interpolated if it is not "
-            "a sweep point) and twice it:",
+            "Accuracy (%) ± standard error from the eps sweep (PGD, its own class-balanced subset) at eps 0 "
+            "(clean), the training eps (interpolated if it is not a sweep point) and twice it:",
             "",
         ]
-        lines += ["| run | clean | eps | 2 eps |", "|---|---:|---:|---:|"]
+        lines += ["| run | n | clean | eps | 2 eps |", "|---|---:|---:|---:|---:|"]
         for label, record in state.sweeps.items():
-            accuracy = record["accuracy"]
-            at_eps = 100 * _sweep_score(record, state.eps)
-            lines.append(f"| {label} | {100 * accuracy[0]:.1f} | {at_eps:.1f} | {100 * accuracy[-1]:.1f} |")
+            accuracy, n = record["accuracy"], record.get("n_examples")
+            points = [_as_float(accuracy[0]), _sweep_score(record, state.eps), _as_float(accuracy[-1])]
+            cells = [table.Cell(p, math.sqrt(p * (1 - p) / n) if n else math.nan, n).text() for p in points]
+            lines.append(f"| {label} | {n if n else '-'} | " + " | ".join(cells) + " |")
     lines += ["", "## Figures", ""]
     if not state.figures:
         lines += ["No figures could be drawn (see the notes below).", ""]

@@ -45,6 +45,57 @@ def describe(attack: object) -> dict[str, Any]:
     return settings
 
 
+def attack_title(name: str) -> str:
+    """How progress lines name an attack: "PGD-20", "FGSM", "AutoAttack", "APGD-CE + APGD-T (AutoAttack substitute)"."""
+    key = name.lower()
+    if key == "clean":
+        return "clean"
+    if key in ("autoattack", "aa"):
+        return "AutoAttack (standard)"
+    if key in ("autoattack-plus", "aa+"):
+        return "AutoAttack (plus)"
+    parts = key.split("+")
+    if all(p in attack_lib.AUTOATTACK_ATTACKS for p in parts):
+        return " + ".join(p.upper() for p in parts) + " (AutoAttack substitute)"
+    if key == "pgd":
+        return "PGD-20"
+    if key == "cw":
+        return "CW-30"
+    return key.upper()
+
+
+class _SubAttackBars:
+    """One progress bar per attack of the reference AutoAttack, fed by its `progress` callback."""
+
+    def __init__(self, enabled: bool, prefix: str) -> None:
+        self.enabled, self.prefix = enabled, prefix
+        self.batch = ""
+        self._name: str | None = None
+        self._bar: Any = None
+
+    def __call__(self, attack: str, done: int, total: int) -> None:
+        from robustdistill.train.progress import Progress
+
+        if attack != self._name:
+            self.close()
+            self._name = attack
+            self._bar = Progress(
+                enabled=self.enabled,
+                total=total,
+                description=f"{self.prefix} {attack}{self.batch}",
+                unit="forward passes",
+            )
+            self._bar.__enter__()
+        self._bar.update(done)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+        self._bar, self._name = None, None
+
+
 @torch.no_grad()
 def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return model(x).argmax(dim=1) == y
@@ -62,12 +113,15 @@ def run(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    label: str = "model",
 ) -> dict[str, Any]:
     """Accuracy of `model` under each attack on (a fixed class-balanced subset of) `data`.
 
     Returns a record: `accuracy` (per attack, plus `worst_case`: a sample counts only if it
-    survives every attack run, clean included), the attack settings, eps, the number of
-    examples, dataset, split, seed and software versions.
+    survives every attack run, clean included; `worst_case_over` names them), the attack settings
+    (each with its `n_examples`), eps, the number of examples, dataset, split, seed and software versions.
+    With `progress`, a line per attack ("`label`: PGD-20 on 500 images") and a bar with a time
+    estimate on stderr; AutoAttack gets a bar per attack of the reference implementation.
     """
     names = parse_attacks(attacks)
     if eps <= 0:
@@ -81,27 +135,40 @@ def run(
     settings: dict[str, Any] = {}
     seconds: dict[str, float] = {name: 0.0 for name in names}
     torch.manual_seed(seed)
+    bars = {name: _SubAttackBars(progress, label) for name in names}
     # FGSM is deterministic and takes no seed; every other attack is seeded for repeatable records.
-    built = {
-        name: attack_lib.create(name, model, eps=eps, norm=norm, **({} if name == "fgsm" else {"seed": seed}))
-        for name in names
-        if name != "clean"
-    }
+    built = {}
+    for name in names:
+        if name == "clean":
+            continue
+        options: dict[str, Any] = {} if name == "fgsm" else {"seed": seed}
+        attack = attack_lib.create(name, model, eps=eps, norm=norm, **options)
+        if isinstance(attack, attack_lib.AutoAttack):
+            attack.progress = bars[name]
+        built[name] = attack
     for name, attack in built.items():
-        settings[name] = describe(attack)
-    settings["clean"] = {}
-    from robustdistill.train.progress import Progress
+        settings[name] = {**describe(attack), "n_examples": len(evaluated)}
+    settings["clean"] = {"n_examples": len(evaluated)}
+    from robustdistill.train.progress import Progress, console
 
-    with Progress(enabled=progress, total=len(loader) * len(names), description="evaluate") as bar:
-        done = 0
-        for x, y, _ in loader.iterate():
-            for name in names:
-                start = time.perf_counter()
+    batches = len(loader)
+    # One attack at a time over every batch (each attack has its own seeded generator, so the order
+    # of the loops does not change the result), so that each gets its own line and time estimate.
+    for name in names:
+        if progress:
+            console.print(f"{label}: {attack_title(name)} on {len(evaluated)} images", highlight=False)
+        is_autoattack = isinstance(built.get(name), attack_lib.AutoAttack)
+        with Progress(enabled=progress and not is_autoattack, total=batches, description=f"{label} {name}") as bar:
+            start = time.perf_counter()
+            seen = 0
+            for index, (x, y, _) in enumerate(loader.iterate()):
+                bars[name].batch = f" batch {index + 1}/{batches}" if batches > 1 else ""
                 x_eval = x if name == "clean" else built[name](x, y)
                 correct[name].append(_correct(model, x_eval, y).cpu())
-                seconds[name] += time.perf_counter() - start
-                done += 1
-                bar.update(done)
+                seen += x.shape[0]
+                bar.update(index + 1, rate=seen / max(time.perf_counter() - start, 1e-9))
+            seconds[name] = time.perf_counter() - start
+        bars[name].close()
     model.train(was_training)
     per_sample = {name: torch.cat(values) for name, values in correct.items()}
     worst = torch.stack(list(per_sample.values())).all(dim=0)
@@ -109,6 +176,7 @@ def run(
     accuracy["worst_case"] = float(worst.float().mean())
     return {
         "accuracy": accuracy,
+        "worst_case_over": list(names),
         "n_examples": len(evaluated),
         "eps": eps,
         "norm": norm,

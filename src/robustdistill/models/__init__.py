@@ -3,6 +3,7 @@
 >>> from robustdistill import models
 >>> net = models.create("preact-resnet-18", num_classes=10, width=0.25)
 >>> logits, feats = net.forward_features(x)          # x in [0, 1], (B, 3, H, W)
+>>> models.export(net, "net.pt", input_shape=(3, 32, 32))  # TorchScript; also "torch-export", "onnx"
 
 See docs/models.md.
 """
@@ -22,6 +23,8 @@ from robustdistill.models.base import Classifier
 from robustdistill.models.convert import convert_state_dict
 from robustdistill.models.dm_preact_resnet import DMPreActResNet
 from robustdistill.models.dm_wide_resnet import DMWideResNet
+from robustdistill.models.export import FORMATS as EXPORT_FORMATS
+from robustdistill.models.export import export
 from robustdistill.models.io import FORMAT_VERSION, load, load_into, load_state_dict_file, load_weights, save
 from robustdistill.models.lenet_small import LeNetSmall
 from robustdistill.models.mobilenet_v2 import MobileNetV2
@@ -34,6 +37,7 @@ from robustdistill.models.wide_resnet import WideResNet
 del dm_preact_resnet, dm_wide_resnet, lenet_small, mobilenet_v2, preact_resnet, resnet, small_cnn, wide_resnet
 
 __all__ = [
+    "EXPORT_FORMATS",
     "FORMAT_VERSION",
     "Classifier",
     "DMPreActResNet",
@@ -47,6 +51,7 @@ __all__ = [
     "available",
     "convert_state_dict",
     "create",
+    "export",
     "load",
     "load_into",
     "load_state_dict_file",

@@ -394,6 +394,8 @@ def fit(
                     means = dist.mean_dict(accumulator.means())
                     rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
                     bar.update(global_step, epoch=epoch + 1, epochs=cfg.epochs, rate=rate, **means)
+                else:
+                    bar.update(global_step)
                 faults.after_step(global_step)
                 if (
                     cfg.checkpoint_every
@@ -429,6 +431,9 @@ def fit(
                 record["swa_epochs"] = swa.count
             if evaluate_now:
                 evaluated = swa.model if swa is not None and swa.count else (ema.model if ema else student)
+                shown = min(cfg.eval_n, len(eval_data))
+                attacks = ", ".join(cfg.eval_attacks)
+                bar.note(f"epoch {epoch + 1}: evaluating on {shown} {eval_data.split} images ({attacks})")
                 record.update(_evaluate_during_training(evaluated, eval_data, cfg))
             history.append(record)
             log.write(record)
