@@ -265,8 +265,8 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             teacher, extra["same_label_space"] = attach(cfg.teacher, "teacher")
         if cfg.natural_teacher:
             natural = attach(cfg.natural_teacher, "natural teacher")[0]
-        extra["num_samples"] = len(datasets.train)
         extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
+    extra["num_samples"] = len(datasets.train)  # memory banks and perturbation banks: one slot per sample
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
     if dist.is_main():
         prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite)

@@ -151,13 +151,15 @@ _TRAIN_MODE_LAYERS = (
 def train_mode_dependent(model: nn.Module) -> list[str]:
     """Names of the sub-modules whose output differs between train and eval mode (empty: none).
 
-    Dropout (a random mask in train mode), BatchNorm (batch statistics in train mode, running ones in
-    eval mode) and InstanceNorm with `track_running_stats`. A custom layer that reads `self.training`
-    is not detected.
+    Dropout with p > 0 (a random mask in train mode), BatchNorm (batch statistics in train mode,
+    running ones in eval mode) and InstanceNorm with `track_running_stats`. A custom layer that reads
+    `self.training` (such as a functional dropout) is not detected.
     """
     found = []
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.instancenorm._InstanceNorm) and not module.track_running_stats:
+            continue
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p == 0:
             continue
         if isinstance(module, _TRAIN_MODE_LAYERS):
             found.append(f"{name or type(model).__name__} ({type(module).__name__})")
@@ -313,20 +315,10 @@ class AdversarialPaths(Method):
         picks = torch.randperm(len(self.aligned_steps), generator=self._step_generator)[: self.sample_steps]
         return tuple(self.aligned_steps[i] for i in sorted(picks.tolist()))
 
-    def generate_paths(
-        self,
-        student: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        targets: Tensor | None,
-        teacher_clean_logits: Tensor,
-        keep: tuple[int, ...] = (),
-    ) -> tuple[Tensor, dict[int, Tensor]]:
-        """Both paths from one PGD run on the concatenated batch: `(K, n·B, ...)`, untargeted rows first.
-
-        With `share_forward`, also the student's logits (with their parameter graph) at the steps
-        `keep` (1-based, < K) from the attack's own forward passes; else an empty dict.
-        """
+    def _branch_batch(
+        self, x: Tensor, y: Tensor, targets: Tensor | None, teacher_clean_logits: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, DualBranchLoss]:
+        """The concatenated batch of the enabled branches: inputs, labels, signs (+1 ascend, −1 descend), loss."""
         inputs, labels, signs = [], [], []
         if self.untargeted:
             inputs.append(x)
@@ -343,43 +335,56 @@ class AdversarialPaths(Method):
             teacher=self.teacher,
             teacher_clean_logits=teacher_clean_logits,
         )
-        if self.share_forward:
-            return self._shared_path(student, torch.cat(inputs), torch.cat(labels), torch.cat(signs), loss, keep)
-        path = pgd_path(
+        return torch.cat(inputs), torch.cat(labels), torch.cat(signs), loss
+
+    def generate_paths(
+        self, student: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None, teacher_clean_logits: Tensor
+    ) -> Tensor:
+        """Both paths from one PGD run on the concatenated batch: `(K, n·B, ...)`, untargeted rows first."""
+        inputs, labels, signs, loss = self._branch_batch(x, y, targets, teacher_clean_logits)
+        return pgd_path(
             student,
-            torch.cat(inputs),
-            torch.cat(labels),
+            inputs,
+            labels,
             loss,
             eps=self.attack.eps,
             step_size=self.attack.step_size,
             steps=self.attack.steps,
             norm=self.attack.norm,
             random_start="uniform",
-            sign=torch.cat(signs),
+            sign=signs,
         )
-        return path, {}
 
-    def _shared_path(
-        self, student: nn.Module, x: Tensor, labels: Tensor, signs: Tensor, loss: DualBranchLoss, keep: tuple[int, ...]
+    def generate_shared_paths(
+        self,
+        student: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        targets: Tensor | None,
+        teacher_clean_logits: Tensor,
+        keep: tuple[int, ...],
     ) -> tuple[Tensor, dict[int, Tensor]]:
-        """`pgd_path` written out with the student in its training mode and parameters live.
+        """`generate_paths` written out with the student in its training mode and its parameters live.
 
-        The forward at `z_k` serves the attack step k+1 (its input gradient, graph retained) and,
-        for k in `keep`, the alignment of `z_k` (its logits, whose graph the loss backpropagates).
-        Equal to `pgd_path` because the student has no train-mode-dependent layer (checked).
+        The forward at `z_k` serves the attack step k+1 (its input gradient, graph retained) and, for
+        the 1-based steps k in `keep` (all < K), the alignment of `z_k`: returns the path and those
+        logits with their parameter graph. Equal to `generate_paths` because the student has no
+        train-mode-dependent layer (checked) and the same random start is drawn.
         """
         dependent = train_mode_dependent(student)
         if dependent:
             raise ConfigError(
                 "option 'share_forward' needs a student whose train- and eval-mode outputs agree (the attack "
                 f"runs in eval mode, the alignment in train mode); these layers differ: {', '.join(dependent[:3])}"
+                " (for smallcnn: model_opts.dropout=0)"
             )
         # under DDP the attack's forwards go to the bare network: the one DDP forward is the alignment's
         # (x and z_K), and each parameter's gradient, summed over all graphs, is reduced once
         network = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
         attack = self.attack
         threat = get_threat(attack.norm)
-        x32 = x.detach().float()
+        inputs, labels, signs, loss = self._branch_batch(x, y, targets, teacher_clean_logits)
+        x32 = inputs.detach().float()
         path = torch.empty((attack.steps, *x32.shape), dtype=torch.float32, device=x32.device)
         z = initial_point(x32, attack.eps, norm=threat, random_start="uniform")
         kept: dict[int, Tensor] = {}
@@ -405,7 +410,10 @@ class AdversarialPaths(Method):
         targets = choose_targets(self.target, teacher_clean, y) if self.targeted else None
         steps = self.draw_steps()
         shared = tuple(k for k in steps if k < self.attack.steps) if self.share_forward else ()
-        path, kept = self.generate_paths(student, x, y, targets, teacher_clean, keep=shared)
+        if self.share_forward:
+            path, kept = self.generate_shared_paths(student, x, y, targets, teacher_clean, shared)
+        else:
+            path, kept = self.generate_paths(student, x, y, targets, teacher_clean), {}
         if self.weighting != "last" and self._all_steps and not self.sample_steps:
             chosen = path
         else:
