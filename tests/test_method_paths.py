@@ -709,3 +709,14 @@ def test_sampled_steps_diagnostics_average_each_step_over_the_batches_it_was_dra
     assert set(weights) == {f"paths/weight_u/step_{k[0]:02d}" for k in drawn}
     assert all(v == pytest.approx(1.0) for v in weights.values())  # one step per batch: its weight is 1
     assert math.isfinite(out["loss"].item())
+
+
+def test_sampled_steps_keep_the_cpu_alignment_in_calls_of_one_batch(digits, models):
+    teacher, student = models
+    x, y = batch(digits, 4)
+    calls = []
+    handle = teacher.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    method = methods.create("paths", teacher=teacher, eps=0.1, steps=4, sample_steps=1)
+    method.compute(student, x, y, torch.arange(4))
+    handle.remove()
+    assert calls == [4, 4, 4]  # clean x, then the drawn step's points of the two branches, one batch each

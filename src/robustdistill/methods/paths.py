@@ -421,7 +421,7 @@ class AdversarialPaths(Method):
         n_steps, width = chosen.shape[0], chosen.shape[1]  # width = n_branches · B
         points = chosen.flatten(0, 1).to(x.dtype)  # step-major: row s·width + j is step s, column j
 
-        teacher_chunk, student_chunk = self._chunk_sizes(student, points)
+        teacher_chunk, student_chunk = self._chunk_sizes(student, points, batch)
         with torch.no_grad():
             teacher_points = _chunked(teacher, points, teacher_chunk)
         teacher_all = torch.cat([teacher_clean, teacher_points])
@@ -455,7 +455,7 @@ class AdversarialPaths(Method):
         self._accumulate(kl_path, weights, teacher_points, y_columns, last_pred, targets, batch, steps)
         return {"loss": loss, **terms}
 
-    def _chunk_sizes(self, student: nn.Module, points: Tensor) -> tuple[int, int]:
+    def _chunk_sizes(self, student: nn.Module, points: Tensor, batch: int) -> tuple[int, int]:
         """Rows per alignment call for the teacher and the student (0 = one call).
 
         `chunk_size > 0` sets both. With 0 the passes are one call each, except on the CPU, where a
@@ -467,11 +467,10 @@ class AdversarialPaths(Method):
         """
         if self.chunk_size or points.device.type != "cpu":
             return self.chunk_size, self.chunk_size
-        rows = points.shape[0] // len(self.used_steps) // len(self.branch_names)  # the batch size B
         shared_statistics = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in student.modules()
         )
-        return rows, 0 if shared_statistics else rows
+        return batch, 0 if shared_statistics else batch
 
     def _align(
         self, student: nn.Module, inputs: Tensor, teacher_logits: Tensor, chunk: int | None = None
