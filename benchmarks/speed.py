@@ -43,8 +43,8 @@ Examples::
 
 `--variant LABEL=METHOD:key=value;key=value` times `ours` of a method with those options (values
 as on the command line, `;` between options) against `ours` of `--baseline` (ard) in the same
-process, repeat by repeat; `--add-to` stores them, with their own command and machine, as the
-`variants` section of an existing JSON record and rewrites its table.
+process, repeat by repeat, in wall-clock and in process CPU seconds; `--add-to` appends them, with
+their own command and machine, to the `variant_runs` of an existing JSON record and rewrites its table.
 """
 
 from __future__ import annotations
@@ -192,6 +192,16 @@ def time_once(fn: Callable[[], Any], device: torch.device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
+
+
+def time_both(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call. With one thread on a CPU shared with other
+    jobs, the CPU time is the work of the step without the time spent waiting for a core."""
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _allocation_peak_bytes(prof: torch.profiler.profile) -> int:
@@ -832,48 +842,61 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
 def measure_variants(
     variants: list[tuple[str, str, dict[str, Any]]], s: Setup, repeats: int, baseline: str
 ) -> dict[str, Any]:
-    """Ours of the baseline and of every variant, interleaved repeat by repeat; best of the repeats."""
+    """Ours of the baseline and of every variant, interleaved repeat by repeat; best of the repeats,
+    in wall-clock and in process CPU seconds (`time_both`)."""
     steps = {"baseline": make_ours(baseline, s), **{label: make_ours(name, s, opts) for label, name, opts in variants}}
     for fn in steps.values():
         fn()  # warm-up
-    times: dict[str, list[float]] = {label: [] for label in steps}
+    wall: dict[str, list[float]] = {label: [] for label in steps}
+    cpu: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(repeats):
         for label, fn in steps.items():
-            times[label].append(time_once(fn, s.device))
-    baseline_s = min(times["baseline"])
+            w, c = time_both(fn, s.device)
+            wall[label].append(w)
+            cpu[label].append(c)
+    baseline_s, baseline_cpu_s = min(wall["baseline"]), min(cpu["baseline"])
     rows: dict[str, Any] = {}
     for label, name, opts in variants:
         with peak_memory(s.device) as memory:
             steps[label]()
-        best = min(times[label])
+        best, best_cpu = min(wall[label]), min(cpu[label])
         rows[label] = {
             "method": name,
             "options": opts,
             "ours_s": best,
-            "ours_median_s": statistics.median(times[label]),
-            "ours_times_s": times[label],
+            "ours_median_s": statistics.median(wall[label]),
+            "ours_times_s": wall[label],
+            "ours_cpu_s": best_cpu,
+            "ours_cpu_times_s": cpu[label],
             "over_baseline": best / baseline_s,
-            "meets_target": best / baseline_s <= TARGET_VARIANT,
+            "over_baseline_cpu": best_cpu / baseline_cpu_s,
+            "meets_target": best_cpu / baseline_cpu_s <= TARGET_VARIANT,
             "ours_images_per_s": s.batch / best,
             "ours_peak_mib": memory.get("peak_mib"),
         }
-        print(f"{label:24s} ours {best:.3f}s  {baseline} {baseline_s:.3f}s  ratio {best / baseline_s:.2f}", flush=True)
+        print(
+            f"{label:24s} ours {best:.3f}s wall {best_cpu:.3f}s cpu  {baseline} {baseline_s:.3f}s wall "
+            f"{baseline_cpu_s:.3f}s cpu  ratio {best / baseline_s:.2f} wall {best_cpu / baseline_cpu_s:.2f} cpu",
+            flush=True,
+        )
     return {
         "baseline": baseline,
         "baseline_s": baseline_s,
-        "baseline_median_s": statistics.median(times["baseline"]),
-        "baseline_times_s": times["baseline"],
+        "baseline_cpu_s": baseline_cpu_s,
+        "baseline_times_s": wall["baseline"],
+        "baseline_cpu_times_s": cpu["baseline"],
         "target": TARGET_VARIANT,
         "rows": rows,
     }
 
 
-def variants_markdown(section: dict[str, Any]) -> list[str]:
-    """The `variants` section of a record as markdown lines."""
+def variants_markdown(section: dict[str, Any], number: int) -> list[str]:
+    """One run of configurations against a baseline (`variant_runs` of a record) as markdown lines."""
     settings, v = section["settings"], section
+    cpu = "baseline_cpu_s" in v  # runs before `time_both` have wall-clock times only
     lines = [
         "",
-        f"## Configurations against `{v['baseline']}` (measured in one run)",
+        f"## Configurations against `{v['baseline']}`, run {number} (measured in one run)",
         "",
         f"Command: `{section['command']}`",
         "",
@@ -881,20 +904,36 @@ def variants_markdown(section: dict[str, Any]) -> list[str]:
         f"torch threads, load average at start {section['machine'].get('load_average_at_start')}. Student "
         f"`{settings['student']}` {settings['student_opts'] or ''}, teacher `{settings['teacher']}` (width "
         f"{settings['teacher_width']}), batch {settings['batch']}, PGD K = {settings['steps']}, "
-        f"best of {settings['repeats']} interleaved repeats; "
-        f"`{v['baseline']}` took {v['baseline_s']:.3f} s/step in this run.",
+        f"best of {settings['repeats']} interleaved repeats; `{v['baseline']}` took {v['baseline_s']:.3f} s/step "
+        + (f"({v['baseline_cpu_s']:.3f} CPU s) " if cpu else "")
+        + "in this run.",
         "",
-        f"| configuration | method | options | ours (s/step) | over {v['baseline']} (target <= {v['target']}) | "
-        "ours img/s | ours peak MiB |",
-        "|---|---|---|---:|---:|---:|---:|",
     ]
+    if cpu:
+        lines += [
+            f"| configuration | method | options | ours (s/step) | ours (CPU s/step) | over {v['baseline']}, wall | "
+            f"over {v['baseline']}, CPU (target <= {v['target']}) | ours peak MiB |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+    else:
+        lines += [
+            f"| configuration | method | options | ours (s/step) | over {v['baseline']} (target <= {v['target']}) | "
+            "ours img/s | ours peak MiB |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
     for label, r in v["rows"].items():
         options = "; ".join(f"{k}={val}" for k, val in r["options"].items()) or "(defaults)"
         ok = "yes" if r["meets_target"] else "**no**"
-        lines.append(
-            f"| {label} | {r['method']} | `{options}` | {r['ours_s']:.3f} | {r['over_baseline']:.2f} ({ok}) | "
-            f"{r['ours_images_per_s']:.0f} | {r['ours_peak_mib']:.0f} |"
-        )
+        if cpu:
+            lines.append(
+                f"| {label} | {r['method']} | `{options}` | {r['ours_s']:.3f} | {r['ours_cpu_s']:.3f} | "
+                f"{r['over_baseline']:.2f} | {r['over_baseline_cpu']:.2f} ({ok}) | {r['ours_peak_mib']:.0f} |"
+            )
+        else:
+            lines.append(
+                f"| {label} | {r['method']} | `{options}` | {r['ours_s']:.3f} | {r['over_baseline']:.2f} ({ok}) | "
+                f"{r['ours_images_per_s']:.0f} | {r['ours_peak_mib']:.0f} |"
+            )
     return lines + ([""] + section["notes"] if section.get("notes") else [])
 
 
@@ -972,8 +1011,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- `{name}`: {parts}")
     if result.get("notes"):
         lines += ["", *result["notes"]]
-    if result.get("variants"):
-        lines += variants_markdown(result["variants"])
+    for number, section in enumerate(result.get("variant_runs", []), start=1):
+        lines += variants_markdown(section, number)
     return "\n".join(lines) + "\n"
 
 
@@ -1099,7 +1138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         if args.add_to is not None:
             recorded = json.loads(args.add_to.read_text())
-            recorded["variants"] = section
+            recorded.setdefault("variant_runs", []).append(section)
             args.add_to.write_text(json.dumps(recorded, indent=2) + "\n")
             args.add_to.with_suffix(".md").write_text(markdown(recorded))
             print(f"added the variants to {args.add_to} and {args.add_to.with_suffix('.md')}")
@@ -1125,7 +1164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "projections": projections,
         "seconds_total": time.perf_counter() - started,
         "notes": notes,
-        **({"variants": section} if variants else {}),
+        **({"variant_runs": [section]} if variants else {}),
     }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

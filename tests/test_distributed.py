@@ -35,9 +35,10 @@ GLOBAL_BATCH = 32
 # Methods whose every random draw is per sample of the global batch: bitwise the single-process run
 # (up to float rounding). `paths` (two concatenated branches, random targets from each rank's own
 # stream) and `gacd` (NCE negatives drawn per rank) are only checked to run and to keep the ranks'
-# weights identical; for `gacd` also its memory bank, which every rank updates with every rank's slots.
+# weights identical; for `gacd` also its memory bank, which every rank updates with every rank's slots;
+# `paths-share` (share_forward) must also give the weights of `paths` under DDP.
 EXACT = ("standard", "trades", "mart", "kd", "ard", "iad", "rslad", "adaad", "mtard")
-RUNS_ONLY = ("paths", "gacd")
+RUNS_ONLY = ("paths", "paths-share", "gacd")
 
 
 def _free_port() -> int:
@@ -73,6 +74,8 @@ def _fit_method(name: str, run_dir: Path) -> tuple[list[dict], dict[str, torch.T
         options["warmup_epochs"] = 0  # the introspection term on from the first step
     if name == "gacd":
         options.update(student_dim=32, num_samples=len(train), nce_k=16, feat_dim=8)
+    if name == "paths-share":  # the attack's forwards reused by the alignment, through DDP's one forward
+        name, options["share_forward"] = "paths", True
     torch.manual_seed(3)
     method = methods.create(name, **options)
     initial_bank = method.memory.teacher.clone() if name == "gacd" else None
@@ -183,6 +186,7 @@ def test_two_gloo_processes_train_like_one_for_every_method(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for name in (*EXACT, *RUNS_ONLY):
         _compare_weights(ranks[0][name][1], ranks[1][name][1], f"{name}: rank 0 vs rank 1")
+    _compare_weights(ranks[0]["paths"][1], ranks[0]["paths-share"][1], "paths: share_forward vs separate passes")
     # Per-epoch diagnostics are averaged over the ranks' shards: every rank logs the same values.
     diagnostics = [{k: v for k, v in r["paths"][0][0].items() if k.startswith("paths/")} for r in ranks]
     assert diagnostics[0] and diagnostics[0].keys() == diagnostics[1].keys()
