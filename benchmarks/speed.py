@@ -36,6 +36,15 @@ Examples::
     # GPU: ResNet-18 student, WRN-34-10 teacher, 32x32 synthetic tensors, bf16 autocast + channels_last
     python benchmarks/speed.py --device cuda --batch 128 --student resnet-18 --teacher wrn-34-10 \\
         --repeats 10 --out benchmarks/results/speed_gpu.json
+    # configurations of one method against a baseline (ours only, interleaved), added to a recorded run
+    python benchmarks/speed.py --device cpu --batch 128 --student smallcnn --teacher preact-resnet-18 \\
+        --teacher-width 0.25 --threads 1 --repeats 2 --methods "" --variant "share=paths:share_forward=true" \\
+        --variant "even=paths:aligned_steps=2,4,6,8,10;share_forward=true" --add-to benchmarks/results/speed_cpu.json
+
+`--variant LABEL=METHOD:key=value;key=value` times `ours` of a method with those options (values
+as on the command line, `;` between options) against `ours` of `--baseline` (ard) in the same
+process, repeat by repeat, in wall-clock and in process CPU seconds; `--add-to` appends them, with
+their own command and machine, to the `variant_runs` of an existing JSON record and rewrites its table.
 """
 
 from __future__ import annotations
@@ -64,10 +73,12 @@ from torch import Tensor, nn
 
 from robustdistill import methods, models
 from robustdistill.attacks import attack_mode, shared_random_starts
+from robustdistill.config import parse_value
 
 METHODS = ("pgd-at", "trades", "mart", "kd", "ard", "iad", "rslad", "adaad", "mtard", "paths", "gacd")
 TARGET_REFERENCE = 0.8
 TARGET_UNAVOIDABLE = 1.15
+TARGET_VARIANT = 2.0  # a variant's step time over the baseline's (issue 17: cheap paths at <= 2x ard)
 CIFAR10_TRAIN = 50_000
 
 
@@ -118,11 +129,12 @@ def build_setup(args: argparse.Namespace) -> Setup:
     channels = shape[0]
     torch.manual_seed(0)
 
-    def make(name: str, width: float | None) -> nn.Module:
+    def make(name: str, width: float | None, extra: dict[str, Any] | None = None) -> nn.Module:
         options = {} if width is None else {"width": width}
+        options.update(extra or {})
         return models.create(name, num_classes=10, in_channels=channels, **options).to(device)
 
-    student = make(args.student, args.student_width)
+    student = make(args.student, args.student_width, args.student_opts)
     teacher = make(args.teacher, args.teacher_width)
     natural = make(args.teacher, args.teacher_width)
     for net in (teacher, natural):  # random teachers with opinions (a zero-initialised head is uniform)
@@ -150,7 +162,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
     )
 
 
-def create_method(name: str, s: Setup) -> methods.Method:
+def create_method(name: str, s: Setup, extra: dict[str, Any] | None = None) -> methods.Method:
     options: dict[str, Any] = {"eps": s.eps, "step_size": s.step_size, "steps": s.steps}
     if name == "kd":
         options = {}
@@ -162,6 +174,7 @@ def create_method(name: str, s: Setup) -> methods.Method:
         options["warmup_epochs"] = 0  # the full method: introspection on
     if name == "gacd":
         options.update(student_dim=s.student.feature_dim, num_samples=s.num_samples)
+    options.update(extra or {})
     return methods.create(name, **options).to(s.device)
 
 
@@ -179,6 +192,16 @@ def time_once(fn: Callable[[], Any], device: torch.device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
+
+
+def time_both(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call. With one thread on a CPU shared with other
+    jobs, the CPU time is the work of the step without the time spent waiting for a core."""
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _allocation_peak_bytes(prof: torch.profiler.profile) -> int:
@@ -216,9 +239,9 @@ def sgd(params: list[nn.Parameter]) -> torch.optim.Optimizer:
 # ============================================================================ ours (the fit step)
 
 
-def make_ours(name: str, s: Setup) -> Callable[[], None]:
+def make_ours(name: str, s: Setup, options: dict[str, Any] | None = None) -> Callable[[], None]:
     s = s.copy(ours=True)
-    method = create_method(name, s)
+    method = create_method(name, s, options)
     student = s.student
     trainable = [p for p in student.parameters() if p.requires_grad] + [
         p for p in method.parameters() if p.requires_grad
@@ -801,6 +824,119 @@ def make_reference_doc(name: str) -> str:
     return " ".join((fn.__doc__ or "").split())
 
 
+def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
+    """`LABEL=METHOD` or `LABEL=METHOD:key=value;key=value` -> (label, method, options)."""
+    label, sep, spec = text.partition("=")
+    if not sep or not label.strip():
+        raise SystemExit(f"--variant '{text}' is not of the form LABEL=METHOD:key=value;key=value")
+    name, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant '{text}': option '{item}' is not of the form key=value")
+        options[key.strip()] = parse_value(value)
+    return label.strip(), name.strip(), options
+
+
+def measure_variants(
+    variants: list[tuple[str, str, dict[str, Any]]], s: Setup, repeats: int, baseline: str
+) -> dict[str, Any]:
+    """Ours of the baseline and of every variant, interleaved repeat by repeat; best of the repeats,
+    in wall-clock and in process CPU seconds (`time_both`)."""
+    steps = {"baseline": make_ours(baseline, s), **{label: make_ours(name, s, opts) for label, name, opts in variants}}
+    for fn in steps.values():
+        fn()  # warm-up
+    wall: dict[str, list[float]] = {label: [] for label in steps}
+    cpu: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(repeats):
+        for label, fn in steps.items():
+            w, c = time_both(fn, s.device)
+            wall[label].append(w)
+            cpu[label].append(c)
+    baseline_s, baseline_cpu_s = min(wall["baseline"]), min(cpu["baseline"])
+    rows: dict[str, Any] = {}
+    for label, name, opts in variants:
+        with peak_memory(s.device) as memory:
+            steps[label]()
+        best, best_cpu = min(wall[label]), min(cpu[label])
+        rows[label] = {
+            "method": name,
+            "options": opts,
+            "ours_s": best,
+            "ours_median_s": statistics.median(wall[label]),
+            "ours_times_s": wall[label],
+            "ours_cpu_s": best_cpu,
+            "ours_cpu_times_s": cpu[label],
+            "over_baseline": best / baseline_s,
+            "over_baseline_cpu": best_cpu / baseline_cpu_s,
+            "meets_target": best_cpu / baseline_cpu_s <= TARGET_VARIANT,
+            "ours_images_per_s": s.batch / best,
+            "ours_peak_mib": memory.get("peak_mib"),
+        }
+        print(
+            f"{label:24s} ours {best:.3f}s wall {best_cpu:.3f}s cpu  {baseline} {baseline_s:.3f}s wall "
+            f"{baseline_cpu_s:.3f}s cpu  ratio {best / baseline_s:.2f} wall {best_cpu / baseline_cpu_s:.2f} cpu",
+            flush=True,
+        )
+    return {
+        "baseline": baseline,
+        "baseline_s": baseline_s,
+        "baseline_cpu_s": baseline_cpu_s,
+        "baseline_times_s": wall["baseline"],
+        "baseline_cpu_times_s": cpu["baseline"],
+        "target": TARGET_VARIANT,
+        "rows": rows,
+    }
+
+
+def variants_markdown(section: dict[str, Any], number: int) -> list[str]:
+    """One run of configurations against a baseline (`variant_runs` of a record) as markdown lines."""
+    settings, v = section["settings"], section
+    cpu = "baseline_cpu_s" in v  # runs before `time_both` have wall-clock times only
+    lines = [
+        "",
+        f"## Configurations against `{v['baseline']}`, run {number} (measured in one run)",
+        "",
+        f"Command: `{section['command']}`",
+        "",
+        f"Machine: {section['machine'].get('gpu') or section['machine']['cpu']}, {section['machine']['torch_threads']} "
+        f"torch threads, load average at start {section['machine'].get('load_average_at_start')}. Student "
+        f"`{settings['student']}` {settings['student_opts'] or ''}, teacher `{settings['teacher']}` (width "
+        f"{settings['teacher_width']}), batch {settings['batch']}, PGD K = {settings['steps']}, "
+        f"best of {settings['repeats']} interleaved repeats; `{v['baseline']}` took {v['baseline_s']:.3f} s/step "
+        + (f"({v['baseline_cpu_s']:.3f} CPU s) " if cpu else "")
+        + "in this run.",
+        "",
+    ]
+    if cpu:
+        lines += [
+            f"| configuration | method | options | ours (s/step) | ours (CPU s/step) | over {v['baseline']}, wall | "
+            f"over {v['baseline']}, CPU (target <= {v['target']}) | ours peak MiB |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+    else:
+        lines += [
+            f"| configuration | method | options | ours (s/step) | over {v['baseline']} (target <= {v['target']}) | "
+            "ours img/s | ours peak MiB |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+    for label, r in v["rows"].items():
+        options = "; ".join(f"{k}={val}" for k, val in r["options"].items()) or "(defaults)"
+        ok = "yes" if r["meets_target"] else "**no**"
+        if cpu:
+            lines.append(
+                f"| {label} | {r['method']} | `{options}` | {r['ours_s']:.3f} | {r['ours_cpu_s']:.3f} | "
+                f"{r['over_baseline']:.2f} | {r['over_baseline_cpu']:.2f} ({ok}) | {r['ours_peak_mib']:.0f} |"
+            )
+        else:
+            lines.append(
+                f"| {label} | {r['method']} | `{options}` | {r['ours_s']:.3f} | {r['over_baseline']:.2f} ({ok}) | "
+                f"{r['ours_images_per_s']:.0f} | {r['ours_peak_mib']:.0f} |"
+            )
+    return lines + ([""] + section["notes"] if section.get("notes") else [])
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -875,6 +1011,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- `{name}`: {parts}")
     if result.get("notes"):
         lines += ["", *result["notes"]]
+    for number, section in enumerate(result.get("variant_runs", []), start=1):
+        lines += variants_markdown(section, number)
     return "\n".join(lines) + "\n"
 
 
@@ -906,6 +1044,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", default=None, help="default: preact-resnet-18 on CPU, wrn-34-10 on GPU")
     parser.add_argument("--student-width", type=float, default=None)
     parser.add_argument("--teacher-width", type=float, default=None, help="channel multiplier of the teacher")
+    parser.add_argument(
+        "--student-opt", action="append", default=[], help="student model option key=value (repeatable)"
+    )
     parser.add_argument("--steps", type=int, default=10, help="PGD steps K")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -926,8 +1067,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time ours with channels_last switched (on CPU: channels_last=on), interleaved",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON path; a .md table is written beside it")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="LABEL=METHOD:key=value;key=value, timed against --baseline (repeatable)",
+    )
+    parser.add_argument("--baseline", default="ard", help="the method the variants are timed against")
+    parser.add_argument(
+        "--add-to", type=Path, default=None, help="store the variants into this recorded JSON (and its .md)"
+    )
+    parser.add_argument("--note", action="append", default=[], help="a sentence for the variants' record")
     args = parser.parse_args(argv)
     gpu = args.device.startswith("cuda")
+    args.student_opts = {k.strip(): parse_value(v) for k, _, v in (o.partition("=") for o in args.student_opt)}
     args.student = args.student or ("resnet-18" if gpu else "smallcnn")
     args.teacher = args.teacher or ("wrn-34-10" if gpu else "preact-resnet-18")
     args.num_samples = args.num_samples or (CIFAR10_TRAIN if gpu else 60_000)
@@ -942,6 +1095,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     s = build_setup(args)
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    variants = [parse_variant(text) for text in args.variant]
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown method(s): {', '.join(unknown)}")
@@ -965,6 +1119,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if name in results:
                 seconds = results[name]["ours_s"] * steps_per_epoch * args.epochs
                 projections[name] = {"epochs": args.epochs, "steps_per_epoch": steps_per_epoch, "hours": seconds / 3600}
+    if variants:
+        section = {
+            "command": command,
+            "machine": machine_info(s.device),
+            "settings": {
+                "device": str(s.device),
+                "batch": s.batch,
+                "steps": s.steps,
+                "repeats": args.repeats,
+                "student": args.student,
+                "student_opts": args.student_opts,
+                "teacher": args.teacher,
+                "teacher_width": args.teacher_width if args.teacher_width is not None else 1.0,
+            },
+            **measure_variants(variants, s, args.repeats, args.baseline),
+            "notes": args.note,
+        }
+        if args.add_to is not None:
+            recorded = json.loads(args.add_to.read_text())
+            recorded.setdefault("variant_runs", []).append(section)
+            args.add_to.write_text(json.dumps(recorded, indent=2) + "\n")
+            args.add_to.with_suffix(".md").write_text(markdown(recorded))
+            print(f"added the variants to {args.add_to} and {args.add_to.with_suffix('.md')}")
     notes = cpu_notes(args) if s.device.type == "cpu" else []
     result = {
         "command": command,
@@ -987,6 +1164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "projections": projections,
         "seconds_total": time.perf_counter() - started,
         "notes": notes,
+        **({"variant_runs": [section]} if variants else {}),
     }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

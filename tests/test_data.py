@@ -288,9 +288,7 @@ def test_download_verifies_checksum_then_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_roots: Path
 ) -> None:
     blob = svhn_test_file(tmp_path)
-    good = Resource(
-        "test_32x32.mat", ("http://example.invalid/test_32x32.mat",), hashlib.md5(blob).hexdigest()
-    )
+    good = Resource("test_32x32.mat", ("http://example.invalid/test_32x32.mat",), hashlib.md5(blob).hexdigest())
     monkeypatch.setitem(download_module.RESOURCES, "svhn", (good,))
     calls = []
 
@@ -373,9 +371,7 @@ def test_digits_split_is_deterministic_disjoint_and_complete() -> None:
     assert int(train.images.max()) == 255 and int(train.images.min()) == 0
     assert len(test) / 1797 == pytest.approx(0.2, abs=0.01)
     torch.testing.assert_close(train.images, data.load("digits").images)
-    pool = {
-        tuple(row) for row in np.rint(load_digits().images.reshape(-1, 64) * 255 / 16).astype(int).tolist()
-    }
+    pool = {tuple(row) for row in np.rint(load_digits().images.reshape(-1, 64) * 255 / 16).astype(int).tolist()}
     seen = {tuple(row) for row in torch.cat([train.images, test.images]).reshape(-1, 64).tolist()}
     assert seen == pool
     mean, std = data.channel_stats(train.images)

@@ -23,9 +23,7 @@ def toy(n: int = 103, num_classes: int = 5, shape: tuple[int, int, int] = (3, 6,
     ramp = torch.arange(shape[1] * shape[2]).view(1, 1, shape[1], shape[2])
     images = (base + ramp).remainder(256).to(torch.uint8).expand(n, *shape).contiguous()
     labels = torch.arange(n) % num_classes
-    return ArrayDataset(
-        images, labels, num_classes, "toy", "train", (0.5,) * shape[0], (0.25,) * shape[0], None
-    )
+    return ArrayDataset(images, labels, num_classes, "toy", "train", (0.5,) * shape[0], (0.25,) * shape[0], None)
 
 
 def collect(loader, **kwargs) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -58,9 +56,7 @@ def test_subset_is_class_balanced_and_deterministic() -> None:
 
 def test_subset_redistributes_when_a_class_is_small() -> None:
     labels = torch.cat([torch.zeros(2, dtype=torch.int64), torch.arange(1, 5).repeat_interleave(30)])
-    ds = ArrayDataset(
-        torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8), labels, 5, "t", "train", (0.5,), (0.2,)
-    )
+    ds = ArrayDataset(torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8), labels, 5, "t", "train", (0.5,), (0.2,))
     counts = torch.bincount(subset(ds, 50).labels, minlength=5).tolist()
     assert counts[0] == 2 and sum(counts) == 50 and max(counts[1:]) - min(counts[1:]) <= 1
 
@@ -91,9 +87,7 @@ def test_vectorised_crop_flip_matches_a_per_sample_loop() -> None:
     params = sample_crop_flip(64, 3, True, torch.Generator().manual_seed(1))
     assert params.flip.any() and not params.flip.all() and params.top.max() == 6
     got = apply_crop_flip(x, 3, params)
-    torch.testing.assert_close(
-        got, reference_crop_flip(x, 3, params.top, params.left, params.flip), rtol=0, atol=0
-    )
+    torch.testing.assert_close(got, reference_crop_flip(x, 3, params.top, params.left, params.flip), rtol=0, atol=0)
 
 
 def test_random_crop_flip_is_reproducible_and_in_range() -> None:
@@ -206,8 +200,7 @@ def test_rank_shards_are_slices_of_the_single_process_global_batch(n: int, drop_
     augment = {"padding": 2, "flip": True}
     single = Loader(ds, per_rank * world, seed=11, augment=augment, drop_last=drop_last)
     ranks = [
-        Loader(ds, per_rank, seed=11, augment=augment, drop_last=drop_last, rank=r, world_size=world)
-        for r in range(2)
+        Loader(ds, per_rank, seed=11, augment=augment, drop_last=drop_last, rank=r, world_size=world) for r in range(2)
     ]
     for loader in (single, *ranks):
         loader.set_epoch(4)

@@ -125,9 +125,7 @@ def test_idx_missing_file_is_named(tmp_path: Path) -> None:
 # --- CIFAR python pickles ----------------------------------------------------------------------
 
 
-def cifar_batch(
-    n: int, label_key: str, num_classes: int, *, bytes_keys: bool
-) -> tuple[dict, np.ndarray, list]:
+def cifar_batch(n: int, label_key: str, num_classes: int, *, bytes_keys: bool) -> tuple[dict, np.ndarray, list]:
     images = RNG.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
     labels = [int(v) for v in RNG.integers(0, num_classes, n)]
     # The official row layout: 1024 red, 1024 green, 1024 blue values, each row-major.

@@ -35,9 +35,10 @@ GLOBAL_BATCH = 32
 # Methods whose every random draw is per sample of the global batch: bitwise the single-process run
 # (up to float rounding). `paths` (two concatenated branches, random targets from each rank's own
 # stream) and `gacd` (NCE negatives drawn per rank) are only checked to run and to keep the ranks'
-# weights identical; for `gacd` also its memory bank, which every rank updates with every rank's slots.
+# weights identical; for `gacd` also its memory bank, which every rank updates with every rank's slots;
+# `paths-share` (share_forward) must also give the weights of `paths` under DDP.
 EXACT = ("standard", "trades", "mart", "kd", "ard", "iad", "rslad", "adaad", "mtard")
-RUNS_ONLY = ("paths", "gacd")
+RUNS_ONLY = ("paths", "paths-share", "gacd")
 
 
 def _free_port() -> int:
@@ -73,6 +74,8 @@ def _fit_method(name: str, run_dir: Path) -> tuple[list[dict], dict[str, torch.T
         options["warmup_epochs"] = 0  # the introspection term on from the first step
     if name == "gacd":
         options.update(student_dim=32, num_samples=len(train), nce_k=16, feat_dim=8)
+    if name == "paths-share":  # the attack's forwards reused by the alignment, through DDP's one forward
+        name, options["share_forward"] = "paths", True
     torch.manual_seed(3)
     method = methods.create(name, **options)
     initial_bank = method.memory.teacher.clone() if name == "gacd" else None
@@ -97,6 +100,32 @@ def _fit_method(name: str, run_dir: Path) -> tuple[list[dict], dict[str, torch.T
     return result.history, weights
 
 
+def _fit_reuse(run_dir: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Two epochs of `ard` with perturbation reuse: the second epoch starts from the first's bank."""
+    train = _train_data()
+    torch.manual_seed(3)
+    method = methods.create(
+        "ard", teacher=_tiny(1, teacher=True), eps=0.1, steps=2, reuse_steps=1, num_samples=len(train)
+    )
+    student = _tiny(0)
+    result = fit(
+        student,
+        method,
+        train,
+        run_dir=run_dir,
+        progress=False,
+        epochs=2,
+        batch_size=GLOBAL_BATCH,
+        lr=0.05,
+        schedule="constant",
+        augment={"padding": 1, "flip": False},
+    )
+    weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    bank = method.attack.bank
+    weights.update({"bank.delta": bank.delta.clone(), "bank.seen": bank.seen.double()})
+    return result.history, weights
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     """One rank of the spawned gloo group: every method in turn, results to `out/rank{r}.pt`."""
     torch.set_num_threads(1)
@@ -104,6 +133,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         results = {name: _fit_method(name, Path(out) / name) for name in (*EXACT, *RUNS_ONLY)}
+        results["ard-reuse"] = _fit_reuse(Path(out) / "ard-reuse")
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         torch_dist.destroy_process_group()
@@ -156,6 +186,7 @@ def test_two_gloo_processes_train_like_one_for_every_method(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for name in (*EXACT, *RUNS_ONLY):
         _compare_weights(ranks[0][name][1], ranks[1][name][1], f"{name}: rank 0 vs rank 1")
+    _compare_weights(ranks[0]["paths"][1], ranks[0]["paths-share"][1], "paths: share_forward vs separate passes")
     # Per-epoch diagnostics are averaged over the ranks' shards: every rank logs the same values.
     diagnostics = [{k: v for k, v in r["paths"][0][0].items() if k.startswith("paths/")} for r in ranks]
     assert diagnostics[0] and diagnostics[0].keys() == diagnostics[1].keys()
@@ -175,6 +206,12 @@ def test_two_gloo_processes_train_like_one_for_every_method(tmp_path):
         initial = _tiny(0).state_dict()
         moved = max((weights[k] - initial[k]).abs().max().item() for k in weights)
         assert moved > 1e-3, f"{name}: the weights did not move, the comparison would be empty"
+    # Perturbation reuse: each rank stores every rank's slots, so both banks hold every sample, equal
+    # to the one process's bank; the second epoch (reused starts, fewer steps) trains like one process.
+    _compare_weights(ranks[0]["ard-reuse"][1], ranks[1]["ard-reuse"][1], "ard-reuse: rank 0 vs rank 1")
+    assert ranks[0]["ard-reuse"][1]["bank.seen"].all()
+    _, single = _fit_reuse(tmp_path / "single" / "ard-reuse")
+    _compare_weights(single, ranks[0]["ard-reuse"][1], "ard-reuse: 2 processes vs 1")
 
 
 def _cli(args: list[str], run_dir: Path, *, processes: int, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -15,10 +15,16 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from robustdistill import methods
-from robustdistill.attacks import distance
+from robustdistill.attacks import distance, shared_random_starts
 from robustdistill.errors import ConfigError
 from robustdistill.methods import paths as paths_module
-from robustdistill.methods.paths import AdversarialPaths, choose_targets, parse_aligned_steps, path_weights
+from robustdistill.methods.paths import (
+    AdversarialPaths,
+    choose_targets,
+    parse_aligned_steps,
+    path_weights,
+    train_mode_dependent,
+)
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
@@ -146,7 +152,7 @@ def test_registered_under_name_and_alias():
         methods.create("paths", eps=0.1)
     assert set(methods.option_names("paths")) == {
         "inner_loss", "target", "aligned_steps", "weighting", "gamma", "rho", "lambda_nat", "lambda_u",
-        "lambda_t", "branches", "chunk_size", "eps", "step_size", "steps", "norm",
+        "lambda_t", "branches", "chunk_size", "sample_steps", "share_forward", "eps", "step_size", "steps", "norm",
     }  # fmt: skip
 
 
@@ -573,3 +579,144 @@ def test_options_round_trip():
     assert (defaults["target"], defaults["weighting"], defaults["branches"]) == ("random", "adaptive", "both")
     with pytest.warns(UserWarning, match="swapped"):
         methods.create("paths", teacher=teacher, eps=0.01, step_size=0.1, steps=3)
+
+
+# ---------------------------------------------------------------------------------------------- cheap configurations
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sample_steps": -1}, "sample_steps.*>= 0"),
+        ({"sample_steps": True}, "sample_steps.*>= 0"),
+        ({"sample_steps": 1.5}, "sample_steps.*>= 0"),
+        ({"sample_steps": 4, "steps": 4}, "smaller than the number of aligned steps"),
+        ({"sample_steps": 2, "aligned_steps": "2,4", "steps": 4}, "smaller than the number of aligned steps"),
+        ({"sample_steps": 1, "weighting": "last"}, "weighting=last"),
+        ({"share_forward": "yes"}, "share_forward.*true or false"),
+        ({"share_forward": True, "chunk_size": 64}, "cannot be chunked"),
+    ],
+)
+def test_cheap_options_are_validated_with_clear_errors(options, message):
+    with pytest.raises(ConfigError, match=message):
+        methods.create("paths", teacher=Linear(W_T), **options)
+
+
+def test_train_mode_dependent_layers_are_detected():
+    assert train_mode_dependent(mlp(8)) == []
+    assert train_mode_dependent(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0), nn.InstanceNorm1d(4))) == []
+    found = train_mode_dependent(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4)))
+    assert found == ["1 (Dropout)", "2 (BatchNorm1d)"]
+    assert train_mode_dependent(nn.InstanceNorm2d(3, track_running_stats=True)) == ["InstanceNorm2d (InstanceNorm2d)"]
+
+
+@pytest.mark.parametrize("layer", [nn.Dropout(0.3), nn.BatchNorm1d(16)])
+def test_share_forward_refuses_a_student_whose_modes_differ(digits, models, layer):
+    teacher, _ = models
+    x, y = batch(digits, 4)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), layer, nn.ReLU(), nn.Linear(16, 10)).train()
+    method = methods.create("paths", teacher=teacher, eps=0.1, steps=2, share_forward=True)
+    with pytest.raises(ConfigError, match=r"share_forward.*train- and eval-mode"):
+        method.compute(student, x, y, torch.arange(4))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"aligned_steps": "1,3"}, {"aligned_steps": "2"}, {"sample_steps": 2}, {"inner_loss": "kl-moving"}],
+)
+def test_share_forward_gives_the_loss_and_gradients_of_separate_passes(digits, models, options):
+    teacher, trained = models
+    x, y = batch(digits, 8, offset=200)
+    student = mlp(24)
+    student.load_state_dict(trained.state_dict())
+    student.train()
+
+    def run(share):
+        torch.manual_seed(5)  # the step draw of sample_steps follows torch's seed
+        method = methods.create("paths", teacher=teacher, eps=0.1, steps=3, share_forward=share, **options)
+        student.zero_grad()
+        with shared_random_starts(9):
+            out = method.compute(student, x, y, torch.arange(8))
+        out["loss"].backward()
+        return out, [q.grad.clone() for q in student.parameters()], method.diagnostics()
+
+    separate, grads_separate, diag_separate = run(False)
+    shared, grads_shared, diag_shared = run(True)
+    for key in separate:
+        assert shared[key].item() == pytest.approx(separate[key].item(), abs=1e-6), key
+    for a, b in zip(grads_separate, grads_shared, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    assert diag_shared == pytest.approx(diag_separate, abs=1e-6)
+    assert student.training
+
+
+def test_share_forward_skips_the_alignment_forward_of_the_shared_points(digits, models):
+    teacher, trained = models
+    x, y = batch(digits, 4)
+    calls = []
+    student = mlp(24)
+    student.load_state_dict(trained.state_dict())
+    student.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    for share, expected in ((False, [8, 8, 8, 8, 4 + 4 * 8]), (True, [8, 8, 8, 8, 4 + 8])):
+        calls.clear()
+        method = methods.create("paths", teacher=teacher, eps=0.1, steps=4, share_forward=share, chunk_size=0)
+        method.compute(student.train(), x, y, torch.arange(4))
+        if not share:  # the CPU splits the alignment of a BN-free student into batches: count rows
+            calls[4:] = [sum(calls[4:])]
+        assert calls == expected, share
+
+
+def test_sampled_steps_are_a_seeded_subset_per_batch_that_resumes_exactly(models):
+    teacher, _ = models
+    torch.manual_seed(0)
+    method = methods.create("paths", teacher=teacher, eps=0.1, steps=6, aligned_steps="2,3,4,5,6", sample_steps=2)
+    draws = [method.draw_steps() for _ in range(40)]
+    assert all(len(d) == 2 and d == tuple(sorted(d)) and set(d) <= {2, 3, 4, 5, 6} for d in draws)
+    assert len(set(draws)) > 5  # a different subset from batch to batch
+    counts = {k: sum(k in d for d in draws) for k in (2, 3, 4, 5, 6)}
+    assert all(counts[k] > 5 for k in counts)  # every aligned step gets its turn
+    torch.manual_seed(0)
+    again = methods.create("paths", teacher=teacher, eps=0.1, steps=6, aligned_steps="2,3,4,5,6", sample_steps=2)
+    assert [again.draw_steps() for _ in range(40)] == draws  # seeded by torch's seed (--seed)
+    state = method.state_dict()
+    expected = [method.draw_steps() for _ in range(5)]
+    torch.manual_seed(123)  # a resumed run is built under another seed state: the checkpoint decides
+    resumed = methods.create("paths", teacher=teacher, eps=0.1, steps=6, aligned_steps="2,3,4,5,6", sample_steps=2)
+    resumed.load_state_dict(state)
+    assert [resumed.draw_steps() for _ in range(5)] == expected
+    assert method.options()["sample_steps"] == 2
+    assert "sample_steps" not in methods.create("paths", teacher=teacher).options()
+
+
+def test_sampled_steps_diagnostics_average_each_step_over_the_batches_it_was_drawn(digits, models):
+    teacher, student = models
+    torch.manual_seed(1)
+    method = methods.create("paths", teacher=teacher, eps=0.1, steps=4, sample_steps=1, branches="untargeted")
+    drawn = []
+    original = method.draw_steps
+
+    def spy():
+        drawn.append(original())
+        return drawn[-1]
+
+    method.draw_steps = spy  # type: ignore[method-assign]
+    method.on_epoch_start(0)
+    for offset in range(0, 48, 8):
+        x, y = batch(digits, 8, offset)
+        out = method.compute(student, x, y, torch.arange(8))
+    diagnostics = method.diagnostics()
+    weights = {k: v for k, v in diagnostics.items() if k.startswith("paths/weight_u/")}
+    assert set(weights) == {f"paths/weight_u/step_{k[0]:02d}" for k in drawn}
+    assert all(v == pytest.approx(1.0) for v in weights.values())  # one step per batch: its weight is 1
+    assert math.isfinite(out["loss"].item())
+
+
+def test_sampled_steps_keep_the_cpu_alignment_in_calls_of_one_batch(digits, models):
+    teacher, student = models
+    x, y = batch(digits, 4)
+    calls = []
+    handle = teacher.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    method = methods.create("paths", teacher=teacher, eps=0.1, steps=4, sample_steps=1)
+    method.compute(student, x, y, torch.arange(4))
+    handle.remove()
+    assert calls == [4, 4, 4]  # clean x, then the drawn step's points of the two branches, one batch each

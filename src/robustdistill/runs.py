@@ -352,8 +352,8 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             teacher, extra["same_label_space"] = attach(cfg.teacher, "teacher", cfg.teacher_arch)
         if cfg.natural_teacher:
             natural = attach(cfg.natural_teacher, "natural teacher")[0]
-        extra["num_samples"] = len(datasets.train)
         extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
+    extra["num_samples"] = len(datasets.train)  # memory banks and perturbation banks: one slot per sample
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
     check_batches(cfg, datasets.train)
     if cfg.eval_every:  # the evaluation at the end of epoch 1 must not be the first to find a bad name

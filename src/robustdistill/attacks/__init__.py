@@ -29,6 +29,7 @@ from robustdistill.attacks.losses import (
 )
 from robustdistill.attacks.pgd import NORMAL_START_STD, PGD, attack_mode, initial_point, pgd_path
 from robustdistill.attacks.randomness import shared_random_starts
+from robustdistill.attacks.reuse import PerturbationBank
 from robustdistill.attacks.threat import (
     L2Threat,
     LinfThreat,
@@ -58,6 +59,7 @@ __all__ = [
     "L2Threat",
     "LinfThreat",
     "LogitsLoss",
+    "PerturbationBank",
     "ThreatModel",
     "attack_mode",
     "available",

@@ -53,7 +53,7 @@ __all__ = [
     "write_report",
 ]
 
-TEACHER_METHODS = ("standard", "pgd-at", "trades", "mart")
+TEACHER_METHODS = ("standard", "pgd-at", "fgsm-rs", "trades", "mart")
 PATHS_METHODS = ("paths", "dong2024")
 SWEEP_CACHE = "sweep.json"
 CACHE_VERSION = 1

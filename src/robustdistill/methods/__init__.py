@@ -1,4 +1,4 @@
-"""Training objectives: teacher training (standard, pgd-at, trades, mart) and distillation
+"""Training objectives: teacher training (standard, pgd-at, fgsm-rs, trades, mart) and distillation
 (kd, ard, iad, rslad, adaad, mtard, paths, gacd, igdm, saad, dgad, peeraid).
 
 `create(name, teacher=..., **options)` builds one; `available()` lists them. Every module of this

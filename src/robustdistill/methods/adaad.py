@@ -35,13 +35,19 @@ class AdaAD(AdversarialDistillation):
         step_size: float | None = None,
         steps: int = 10,
         norm: str = "linf",
+        reuse_steps: int = 0,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__(teacher=teacher)
         self.alpha = check_fraction("alpha", alpha)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        self.attack = AttackSettings(
+            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
+        )
 
-    def distill(self, student: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        x_adv = self.attack.pgd(student, loss=KLToModel(self.teacher), random_start="normal")(x, y)
+    def distill(
+        self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        x_adv = self.attack.perturb(student, x, y, index, loss=KLToModel(self.teacher), random_start="normal")
         with torch.no_grad():
             teacher_adv = self.teacher(x_adv)
         logits_adv = student(x_adv)

@@ -9,12 +9,15 @@ outside the module tree, frozen and in `eval()` mode.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistill.errors import ConfigError
+
+if TYPE_CHECKING:
+    from robustdistill.attacks import PerturbationBank
 
 
 def kl_div(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -143,47 +146,105 @@ class Method(nn.Module, ABC):
 class AdversarialDistillation(Method):
     """A distillation whose objective is evaluated at one adversarial example per sample.
 
-    `distill(student, x, y)` returns the loss terms together with the adversarial batch `x'` and the
+    `distill(student, x, y, index)` returns the loss terms together with the adversarial batch `x'` and the
     student's logits `S(x')` it used, so that an add-on (`igdm`) can build on the same `x'` without
     attacking or forwarding the student again; `compute` is its first element.
     """
 
     @abstractmethod
-    def distill(self, student: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    def distill(
+        self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """`(terms, x_adv, logits_adv)` for one batch; `terms["loss"]` is the scalar to minimise."""
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        return self.distill(student, x, y)[0]
+        return self.distill(student, x, y, index)[0]
 
 
-class AttackSettings:
+class AttackSettings(nn.Module):
     """The inner maximisation's threat model and PGD schedule, shared by every method.
 
-    Defaults follow METHODS.md: 10 steps of size eps/4 with a random start.
+    Defaults follow METHODS.md: 10 steps of size eps/4 with a random start. With `reuse_steps > 0`
+    each training sample's last perturbation is kept (`attacks.PerturbationBank`, `num_samples`
+    slots keyed by dataset index) and the next attack on it starts there and runs `reuse_steps`
+    steps; a batch holding a sample never attacked before runs the full `steps` (from the stored
+    perturbation where there is one, from the random start elsewhere). A module, so that the bank is
+    part of the method's `state_dict` and of the checkpoint.
     """
 
-    def __init__(self, *, eps: float, step_size: float | None = None, steps: int = 10, norm: str = "linf") -> None:
+    def __init__(
+        self,
+        *,
+        eps: float,
+        step_size: float | None = None,
+        steps: int = 10,
+        norm: str = "linf",
+        reuse_steps: int = 0,
+        num_samples: int | None = None,
+    ) -> None:
+        super().__init__()
         self.eps = check_positive("eps", eps)
         self.step_size = check_positive("step_size", step_size) if step_size is not None else self.eps / 4
         if int(steps) != steps or steps < 1:
             raise ConfigError(f"option 'steps' must be an integer >= 1, got {steps}")
         self.steps = int(steps)
         self.norm = check_choice("norm", norm, ("linf", "l2"))
+        if isinstance(reuse_steps, bool) or not isinstance(reuse_steps, int) or not 0 <= reuse_steps <= self.steps:
+            raise ConfigError(
+                f"option 'reuse_steps' must be an integer in 0..steps ({self.steps}); 0 = no reuse, got {reuse_steps!r}"
+            )
+        self.reuse_steps = reuse_steps
+        self.bank: PerturbationBank | None = None
+        if reuse_steps:
+            from robustdistill.attacks import PerturbationBank
 
-    def pgd(self, model: nn.Module, *, loss: Any = "ce", random_start: Any = True, **kwargs: Any) -> Any:
-        """A PGD attack on `model` with these settings (see `robustdistill.attacks.PGD`)."""
+            if num_samples is None:
+                raise ConfigError(
+                    "option 'reuse_steps' keeps one perturbation per training sample and needs 'num_samples' "
+                    "(the training-set size; the distill and train-teacher commands pass it)"
+                )
+            self.bank = PerturbationBank(num_samples)
+
+    def pgd(
+        self, model: nn.Module, *, loss: Any = "ce", random_start: Any = True, steps: int | None = None, **kwargs: Any
+    ) -> Any:
+        """A PGD attack on `model` with these settings (see `robustdistill.attacks.PGD`); `steps` overrides K."""
         from robustdistill.attacks import PGD
 
         return PGD(
             model,
             eps=self.eps,
             step_size=self.step_size,
-            steps=self.steps,
+            steps=self.steps if steps is None else steps,
             norm=self.norm,
             loss=loss,
             random_start=random_start,
             **kwargs,
         )
 
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        index: Tensor | None,
+        *,
+        loss: Any = "ce",
+        random_start: Any = True,
+    ) -> Tensor:
+        """`x'` for the training batch `(x, y)` of dataset indices `index`: PGD, warm-started with `reuse_steps`."""
+        if self.bank is None:
+            return self.pgd(model, loss=loss, random_start=random_start)(x, y)
+        if index is None:
+            raise ConfigError("option 'reuse_steps' needs the dataset index of every sample of the batch")
+        from robustdistill.attacks import get_threat
+
+        start, every = self.bank.start(x, index, eps=self.eps, threat=get_threat(self.norm), random_start=random_start)
+        steps = self.reuse_steps if every else self.steps
+        x_adv = self.pgd(model, loss=loss, random_start=random_start, steps=steps)(x, y, start=start)
+        self.bank.store(x, x_adv, index)
+        return x_adv
+
     def as_dict(self) -> dict[str, Any]:
-        return {"eps": self.eps, "step_size": self.step_size, "steps": self.steps, "norm": self.norm}
+        reuse = {"reuse_steps": self.reuse_steps} if self.reuse_steps else {}
+        return {"eps": self.eps, "step_size": self.step_size, "steps": self.steps, "norm": self.norm, **reuse}

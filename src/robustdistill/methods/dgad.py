@@ -73,7 +73,7 @@ class DGAD(Method):
         self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack.pgd(student, loss=KLToModel(self.teacher), random_start="normal")(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss=KLToModel(self.teacher), random_start="normal")
         logits_clean = student(x)
         logits_adv = student(x_adv)
         with torch.no_grad():

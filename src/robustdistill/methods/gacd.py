@@ -125,6 +125,7 @@ class GACD(Method):
         step_size: float | None = None,
         steps: int = 10,
         norm: str = "linf",
+        reuse_steps: int = 0,
         num_samples: int | None = None,
         student_dim: int | None = None,
         same_label_space: bool = True,
@@ -142,7 +143,9 @@ class GACD(Method):
         self.adv_loss = check_choice("adv_loss", adv_loss, ADV_LOSSES)
         self.beta_c = check_positive("beta_c", beta_c, allow_zero=True)
         self.alpha_kd = check_positive("alpha_kd", alpha_kd, allow_zero=True)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        self.attack = AttackSettings(
+            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
+        )
         if not isinstance(same_label_space, bool):
             raise ConfigError(f"option 'same_label_space' must be true or false, got {same_label_space!r}")
         self.shared_labels = same_label_space
@@ -279,6 +282,7 @@ class GACD(Method):
         y: Tensor,
         anchor: Tensor,
         negatives: Tensor | tuple[Tensor, Tensor] | None = None,
+        index: Tensor | None = None,
     ) -> Tensor:
         """`x'`: PGD on the student maximising the per-sample contrastive loss against the fixed `anchor`.
 
@@ -288,7 +292,7 @@ class GACD(Method):
         """
         net = _unwrap(student)
         if self.adv_loss == "ce":
-            return self.attack.pgd(net, loss="ce")(x, y)
+            return self.attack.perturb(net, x, y, index, loss="ce")
         anchor = anchor.detach()
         head = self.embed_s
         if isinstance(negatives, Tensor):
@@ -301,7 +305,7 @@ class GACD(Method):
         def objective(features: Tensor, labels: Tensor) -> Tensor:
             return self.contrastive_loss(anchor, head(features), negatives, teacher_scores=teacher_scores)[0]
 
-        return self.attack.pgd(net, loss=FeatureLoss(objective))(x, y)
+        return self.attack.perturb(net, x, y, index, loss=FeatureLoss(objective))
 
     # -- the objective -------------------------------------------------------------------------
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
@@ -313,7 +317,7 @@ class GACD(Method):
             )
         z_t = self.embed_t(teacher_features.detach())
         negatives = self.gather_negatives(self.sample_negatives(index))  # one gather for attack and loss
-        x_adv = self.guided_examples(student, x, y, z_t, negatives)
+        x_adv = self.guided_examples(student, x, y, z_t, negatives, index=index)
         logits_adv, features_adv = logits_and_features(student, x_adv)
         if features_adv.shape[1] != self.student_dim:
             raise ConfigError(

@@ -44,6 +44,8 @@ class IAD(Method):
         step_size: float | None = None,
         steps: int = 10,
         norm: str = "linf",
+        reuse_steps: int = 0,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__(teacher=teacher)
         self.tau = check_temperature("tau", tau)
@@ -53,7 +55,9 @@ class IAD(Method):
         self.alpha_intro = self.alpha if alpha_intro is None else alpha_intro
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.warmup_epochs = check_count("warmup_epochs", warmup_epochs)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        self.attack = AttackSettings(
+            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
+        )
 
     @property
     def introspecting(self) -> bool:
@@ -61,7 +65,7 @@ class IAD(Method):
         return self.epoch >= self.warmup_epochs
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack.pgd(student, loss="ce", random_start=True)(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss="ce", random_start=True)
         introspect = self.introspecting
         with torch.no_grad():
             teacher_clean = self.teacher(x)

@@ -83,7 +83,7 @@ class IGDM(Method):
         self.base.on_epoch_start(epoch)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        terms, x_adv, student_plus = self.base.distill(student, x, y)
+        terms, x_adv, student_plus = self.base.distill(student, x, y, index)
         x_minus = x - (x_adv - x)
         student_minus = student(x_minus)
         with torch.no_grad():

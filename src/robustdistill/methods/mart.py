@@ -35,13 +35,17 @@ class MART(Method):
         step_size: float | None = None,
         steps: int = 10,
         norm: str = "linf",
+        reuse_steps: int = 0,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__()
         self.lam = check_positive("lam", lam, allow_zero=True)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        self.attack = AttackSettings(
+            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
+        )
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack.pgd(student, loss="ce", random_start="normal")(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss="ce", random_start="normal")
         # Separate passes, as in the official code: BatchNorm keeps clean and adversarial statistics apart.
         logits_clean, logits_adv = student(x), student(x_adv)
         bce = boosted_cross_entropy(logits_adv, y)

@@ -64,6 +64,8 @@ class MTARD(Method):
         step_size: float | None = None,
         steps: int = 10,
         norm: str = "linf",
+        reuse_steps: int = 0,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__(teacher=teacher, natural_teacher=natural_teacher)
         self.weight_lr = check_fraction("weight_lr", weight_lr)
@@ -73,7 +75,9 @@ class MTARD(Method):
             raise ConfigError(f"option 'weight_lr_milestones' must be a list of epochs, got {weight_lr_milestones!r}")
         self.weight_lr_milestones = tuple(sorted(check_count("weight_lr_milestones", m) for m in weight_lr_milestones))
         self.weight_lr_decay = check_fraction("weight_lr_decay", weight_lr_decay)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        self.attack = AttackSettings(
+            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
+        )
         self.register_buffer("weight_adv", torch.tensor(self.init_weight_adv))
         self.register_buffer("weight_nat", torch.tensor(1.0 - self.init_weight_adv))
         # NaN = not seen yet: the first training step records its losses here.
@@ -102,7 +106,7 @@ class MTARD(Method):
         self.weight_adv.copy_(1.0 - self.weight_nat)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack.pgd(student, loss="ce", random_start="normal")(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss="ce", random_start="normal")
         with torch.no_grad():
             teacher_adv = self.teacher(x_adv)
             natural_clean = self.natural_teacher(x)

@@ -17,10 +17,14 @@ lambda_nat = 1/6, lambda_u = lambda_t = 5/12, both branches.
 Choices of this reconstruction: aligned steps are 1-based (step k is the iterate after k PGD steps,
 z_K the final example); `least-likely` is the teacher's least probable class on clean x; `weighting=last`
 aligns only the last aligned step; the adaptive weights are computed as softmax_k(l/gamma + rho·log p_T(y|z)),
-the renormalised product without underflow. `chunk_size` splits the alignment batch without changing the
-loss or gradients, except through BatchNorm batch statistics of a student in train mode (on the CPU, 0 still
-splits where that changes nothing: `_chunk_sizes`). The per-epoch
-diagnostics are plain tensors, not buffers: a run resumed mid-epoch restarts their averages.
+the renormalised product without underflow. Cheap configurations (docs/methods/paths.md): `sample_steps = m`
+aligns m of the aligned steps drawn per batch (uniformly, without replacement, from a private generator
+whose state is in the checkpoint); `share_forward` reuses the attack's student forward at z_k (k < K) as
+the alignment forward of z_k, exact only for a student whose train- and eval-mode outputs agree (no
+BatchNorm, Dropout or tracked InstanceNorm: `train_mode_dependent`). `chunk_size` splits the alignment batch
+without changing the loss or gradients, except through BatchNorm batch statistics of a student in train
+mode (on the CPU, 0 still splits where that changes nothing: `_chunk_sizes`). The per-epoch diagnostics
+are plain tensors, not buffers: a run resumed mid-epoch restarts their averages.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.attacks import InnerLoss, pgd_path
+from robustdistill.attacks import InnerLoss, get_threat, initial_point, pgd_path
 from robustdistill.errors import ConfigError
 from robustdistill.methods.base import AttackSettings, Method, check_choice, check_positive, kl_div
 from robustdistill.methods.registry import register_method
@@ -136,6 +140,32 @@ def path_weights(kl: Tensor, log_reliability: Tensor, *, weighting: str, gamma: 
     return torch.where(finite, weights, torch.full_like(weights, 1.0 / steps))
 
 
+#: layers whose output depends on `training`: Dropout masks, BatchNorm batch statistics, tracked InstanceNorm
+_TRAIN_MODE_LAYERS = (
+    nn.modules.dropout._DropoutNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+
+
+def train_mode_dependent(model: nn.Module) -> list[str]:
+    """Names of the sub-modules whose output differs between train and eval mode (empty: none).
+
+    Dropout with p > 0 (a random mask in train mode), BatchNorm (batch statistics in train mode,
+    running ones in eval mode) and InstanceNorm with `track_running_stats`. A custom layer that reads
+    `self.training` (such as a functional dropout) is not detected.
+    """
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.instancenorm._InstanceNorm) and not module.track_running_stats:
+            continue
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p == 0:
+            continue
+        if isinstance(module, _TRAIN_MODE_LAYERS):
+            found.append(f"{name or type(model).__name__} ({type(module).__name__})")
+    return found
+
+
 class DualBranchLoss(InnerLoss):
     """The per-sample objective of both branches on one batch `[untargeted rows; targeted rows]`.
 
@@ -161,7 +191,10 @@ class DualBranchLoss(InnerLoss):
         self.teacher_clean_logits = None if teacher_clean_logits is None else teacher_clean_logits.detach()
 
     def __call__(self, model: nn.Module, x_adv: Tensor, labels: Tensor) -> Tensor:
-        logits = model(x_adv).float()
+        return self.of_logits(model(x_adv).float(), x_adv, labels)
+
+    def of_logits(self, logits: Tensor, x_adv: Tensor, labels: Tensor) -> Tensor:
+        """The per-sample objective from the student's logits at `x_adv` (float32)."""
         values = F.cross_entropy(logits, labels, reduction="none")
         n = self.n_untargeted
         if n == 0 or self.inner_loss == "ce":
@@ -201,6 +234,8 @@ class AdversarialPaths(Method):
         lambda_t: float = 5 / 12,
         branches: str = "both",
         chunk_size: int = 0,
+        sample_steps: int = 0,
+        share_forward: bool = False,
         eps: float = 8 / 255,
         step_size: float | None = None,
         steps: int = 10,
@@ -229,6 +264,31 @@ class AdversarialPaths(Method):
             )
         self.aligned_steps = parse_aligned_steps(aligned_steps, self.attack.steps)
         self._all_steps = self.aligned_steps == tuple(range(1, self.attack.steps + 1))
+        if isinstance(sample_steps, bool) or not isinstance(sample_steps, int) or sample_steps < 0:
+            raise ConfigError(
+                f"option 'sample_steps' must be an integer >= 0 (0 = align every aligned step), got {sample_steps!r}"
+            )
+        if sample_steps and self.weighting == "last":
+            raise ConfigError(
+                "option 'sample_steps' samples among the aligned steps; weighting=last aligns one: drop one of the two"
+            )
+        if sample_steps and sample_steps >= len(self.aligned_steps):
+            raise ConfigError(
+                f"option 'sample_steps' ({sample_steps}) must be smaller than the number of aligned steps "
+                f"({len(self.aligned_steps)}: {list(self.aligned_steps)}); 0 aligns them all"
+            )
+        self.sample_steps = sample_steps
+        if not isinstance(share_forward, bool):
+            raise ConfigError(f"option 'share_forward' must be true or false, got {share_forward!r}")
+        if share_forward and self.chunk_size:
+            raise ConfigError(
+                "option 'share_forward' aligns the attack's own forward passes: it cannot be chunked (chunk_size=0)"
+            )
+        self.share_forward = share_forward
+        # the steps drawn per batch: a private stream, seeded from torch's (so by --seed), state in the checkpoint
+        self._step_generator = torch.Generator()
+        if sample_steps:
+            self._step_generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         self.untargeted = self.branches in ("both", "untargeted")
         self.targeted = self.branches in ("both", "targeted")
         enabled = [self.lambda_nat, self.lambda_u if self.untargeted else 0.0, self.lambda_t if self.targeted else 0.0]
@@ -248,10 +308,17 @@ class AdversarialPaths(Method):
         """The 1-based steps that go through the alignment: `aligned_steps`, or only its last with `last`."""
         return self.aligned_steps[-1:] if self.weighting == "last" else self.aligned_steps
 
-    def generate_paths(
-        self, student: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None, teacher_clean_logits: Tensor
-    ) -> Tensor:
-        """Both paths from one PGD run on the concatenated batch: `(K, n·B, ...)`, untargeted rows first."""
+    def draw_steps(self) -> tuple[int, ...]:
+        """The steps aligned on this batch: `used_steps`, or `sample_steps` of them drawn without replacement."""
+        if not self.sample_steps:
+            return self.used_steps
+        picks = torch.randperm(len(self.aligned_steps), generator=self._step_generator)[: self.sample_steps]
+        return tuple(self.aligned_steps[i] for i in sorted(picks.tolist()))
+
+    def _branch_batch(
+        self, x: Tensor, y: Tensor, targets: Tensor | None, teacher_clean_logits: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, DualBranchLoss]:
+        """The concatenated batch of the enabled branches: inputs, labels, signs (+1 ascend, −1 descend), loss."""
         inputs, labels, signs = [], [], []
         if self.untargeted:
             inputs.append(x)
@@ -268,18 +335,70 @@ class AdversarialPaths(Method):
             teacher=self.teacher,
             teacher_clean_logits=teacher_clean_logits,
         )
+        return torch.cat(inputs), torch.cat(labels), torch.cat(signs), loss
+
+    def generate_paths(
+        self, student: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None, teacher_clean_logits: Tensor
+    ) -> Tensor:
+        """Both paths from one PGD run on the concatenated batch: `(K, n·B, ...)`, untargeted rows first."""
+        inputs, labels, signs, loss = self._branch_batch(x, y, targets, teacher_clean_logits)
         return pgd_path(
             student,
-            torch.cat(inputs),
-            torch.cat(labels),
+            inputs,
+            labels,
             loss,
             eps=self.attack.eps,
             step_size=self.attack.step_size,
             steps=self.attack.steps,
             norm=self.attack.norm,
             random_start="uniform",
-            sign=torch.cat(signs),
+            sign=signs,
         )
+
+    def generate_shared_paths(
+        self,
+        student: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        targets: Tensor | None,
+        teacher_clean_logits: Tensor,
+        keep: tuple[int, ...],
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        """`generate_paths` written out with the student in its training mode and its parameters live.
+
+        The forward at `z_k` serves the attack step k+1 (its input gradient, graph retained) and, for
+        the 1-based steps k in `keep` (all < K), the alignment of `z_k`: returns the path and those
+        logits with their parameter graph. Equal to `generate_paths` because the student has no
+        train-mode-dependent layer (checked) and the same random start is drawn.
+        """
+        dependent = train_mode_dependent(student)
+        if dependent:
+            raise ConfigError(
+                "option 'share_forward' needs a student whose train- and eval-mode outputs agree (the attack "
+                f"runs in eval mode, the alignment in train mode); these layers differ: {', '.join(dependent[:3])}"
+                " (for smallcnn: model_opts.dropout=0)"
+            )
+        # under DDP the attack's forwards go to the bare network: the one DDP forward is the alignment's
+        # (x and z_K), and each parameter's gradient, summed over all graphs, is reduced once
+        network = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
+        attack = self.attack
+        threat = get_threat(attack.norm)
+        inputs, labels, signs, loss = self._branch_batch(x, y, targets, teacher_clean_logits)
+        x32 = inputs.detach().float()
+        path = torch.empty((attack.steps, *x32.shape), dtype=torch.float32, device=x32.device)
+        z = initial_point(x32, attack.eps, norm=threat, random_start="uniform")
+        kept: dict[int, Tensor] = {}
+        for k in range(attack.steps):  # the forward at z_k (z_0 the start) gives the step to z_{k+1}
+            z = z.detach().requires_grad_(True)
+            logits = network(z)
+            value = (loss.of_logits(logits.float(), z, labels) * signs).sum()
+            (grad,) = torch.autograd.grad(value, z, retain_graph=k in keep)
+            if k in keep:
+                kept[k] = logits
+            with torch.no_grad():
+                z = threat.project(threat.step(z.detach(), grad.float(), attack.step_size), x32, attack.eps)
+                path[k].copy_(z)
+        return path, kept
 
     # ------------------------------------------------------------------ the objective
 
@@ -289,20 +408,27 @@ class AdversarialPaths(Method):
         with torch.no_grad():
             teacher_clean = teacher(x)  # reused: targets, kl-clean's soft labels, the natural term
         targets = choose_targets(self.target, teacher_clean, y) if self.targeted else None
-        path = self.generate_paths(student, x, y, targets, teacher_clean)
-        steps = self.used_steps
-        if self.weighting != "last" and self._all_steps:
+        steps = self.draw_steps()
+        shared = tuple(k for k in steps if k < self.attack.steps) if self.share_forward else ()
+        if self.share_forward:
+            path, kept = self.generate_shared_paths(student, x, y, targets, teacher_clean, shared)
+        else:
+            path, kept = self.generate_paths(student, x, y, targets, teacher_clean), {}
+        if self.weighting != "last" and self._all_steps and not self.sample_steps:
             chosen = path
         else:
             chosen = path[torch.tensor([k - 1 for k in steps], device=path.device)]
         n_steps, width = chosen.shape[0], chosen.shape[1]  # width = n_branches · B
         points = chosen.flatten(0, 1).to(x.dtype)  # step-major: row s·width + j is step s, column j
 
-        teacher_chunk, student_chunk = self._chunk_sizes(student, points)
+        teacher_chunk, student_chunk = self._chunk_sizes(student, points, batch)
         with torch.no_grad():
             teacher_points = _chunked(teacher, points, teacher_chunk)
         teacher_all = torch.cat([teacher_clean, teacher_points])
-        kl_all, student_pred = self._align(student, torch.cat([x, points]), teacher_all, student_chunk)
+        if self.share_forward:
+            kl_all, student_pred = self._align_shared(student, x, chosen, steps, kept, teacher_all)
+        else:
+            kl_all, student_pred = self._align(student, torch.cat([x, points]), teacher_all, student_chunk)
 
         kl_nat = kl_all[:batch].mean()
         kl_path = kl_all[batch:].view(n_steps, width)
@@ -326,10 +452,10 @@ class AdversarialPaths(Method):
             assert targets is not None
             columns = slice((len(self.branch_names) - 1) * batch, len(self.branch_names) * batch)
             terms["target_success"] = (last_pred[columns] == targets).float().mean()
-        self._accumulate(kl_path, weights, teacher_points, y_columns, last_pred, targets, batch)
+        self._accumulate(kl_path, weights, teacher_points, y_columns, last_pred, targets, batch, steps)
         return {"loss": loss, **terms}
 
-    def _chunk_sizes(self, student: nn.Module, points: Tensor) -> tuple[int, int]:
+    def _chunk_sizes(self, student: nn.Module, points: Tensor, batch: int) -> tuple[int, int]:
         """Rows per alignment call for the teacher and the student (0 = one call).
 
         `chunk_size > 0` sets both. With 0 the passes are one call each, except on the CPU, where a
@@ -341,11 +467,10 @@ class AdversarialPaths(Method):
         """
         if self.chunk_size or points.device.type != "cpu":
             return self.chunk_size, self.chunk_size
-        rows = points.shape[0] // len(self.used_steps) // len(self.branch_names)  # the batch size B
         shared_statistics = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in student.modules()
         )
-        return rows, 0 if shared_statistics else rows
+        return batch, 0 if shared_statistics else batch
 
     def _align(
         self, student: nn.Module, inputs: Tensor, teacher_logits: Tensor, chunk: int | None = None
@@ -358,6 +483,23 @@ class AdversarialPaths(Method):
             kls.append(kl_div(teacher_logits[start : start + size], logits))
             preds.append(logits.detach().argmax(dim=1))
         return torch.cat(kls), torch.cat(preds)
+
+    def _align_shared(
+        self,
+        student: nn.Module,
+        x: Tensor,
+        chosen: Tensor,
+        steps: tuple[int, ...],
+        kept: dict[int, Tensor],
+        teacher_logits: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """`_align` with the logits at z_k (k < K) taken from the attack; one forward over x and z_K."""
+        fresh = [x] + ([chosen[-1].to(x.dtype)] if steps[-1] == self.attack.steps else [])
+        logits_fresh = student(torch.cat(fresh))
+        logits = torch.cat(
+            [logits_fresh[: x.shape[0]], *(kept[k] for k in steps if k in kept), logits_fresh[x.shape[0] :]]
+        )
+        return kl_div(teacher_logits, logits), logits.detach().argmax(dim=1)
 
     # ------------------------------------------------------------------ per-epoch diagnostics
 
@@ -375,15 +517,22 @@ class AdversarialPaths(Method):
         last_pred: Tensor,
         targets: Tensor | None,
         batch: int,
+        steps: tuple[int, ...],
     ) -> None:
         with torch.no_grad():
             n_steps, width = kl_path.shape
             n_branches = width // batch
             per_branch = (n_steps, n_branches, batch)
             wrong = (teacher_points.argmax(dim=1) != y_columns.repeat(n_steps)).float().view(per_branch)
-            update = {
-                "weight": weights.view(per_branch).sum(dim=2).T,  # (branches, steps)
-                "kl": kl_path.detach().float().view(per_branch).sum(dim=2).T,
+            slots = torch.tensor([self.used_steps.index(k) for k in steps], device=kl_path.device)
+            n_slots = len(self.used_steps)
+            zeros = torch.zeros(n_branches, n_slots, device=kl_path.device)
+            update = {  # sums per (branch, aligned step) and the samples each step was aligned on
+                "weight": zeros.index_add(1, slots, weights.view(per_branch).sum(dim=2).T),
+                "kl": zeros.index_add(1, slots, kl_path.detach().float().view(per_branch).sum(dim=2).T),
+                "step_samples": torch.zeros(n_slots, device=kl_path.device).index_add(
+                    0, slots, torch.full((n_steps,), float(batch), device=kl_path.device)
+                ),
                 "teacher_error": wrong.sum(dim=(0, 2)),  # (branches,)
             }
             if targets is not None:
@@ -407,12 +556,14 @@ class AdversarialPaths(Method):
         steps = self.used_steps
         width = max(2, len(str(self.attack.steps)))
         values = {key: value.detach().double().cpu().tolist() for key, value in self._diag.items()}
+        counts = values["step_samples"]
         out: dict[str, float] = {}
         for b, name in enumerate(self.branch_names):
             for s, k in enumerate(steps):
-                out[f"paths/weight_{name}/step_{k:0{width}d}"] = float(values["weight"][b][s]) / n
-                out[f"paths/kl_{name}/step_{k:0{width}d}"] = float(values["kl"][b][s]) / n
-            out[f"paths/teacher_error_{name}"] = float(values["teacher_error"][b]) / (n * len(steps))
+                if counts[s]:
+                    out[f"paths/weight_{name}/step_{k:0{width}d}"] = float(values["weight"][b][s]) / counts[s]
+                    out[f"paths/kl_{name}/step_{k:0{width}d}"] = float(values["kl"][b][s]) / counts[s]
+            out[f"paths/teacher_error_{name}"] = float(values["teacher_error"][b]) / sum(counts)
         if "target_success" in values:
             out["paths/target_success"] = float(values["target_success"]) / n
         self._reset_diagnostics()
@@ -431,8 +582,21 @@ class AdversarialPaths(Method):
             "lambda_t": self.lambda_t,
             "branches": self.branches,
             "chunk_size": self.chunk_size,
+            **({"sample_steps": self.sample_steps} if self.sample_steps else {}),
+            **({"share_forward": True} if self.share_forward else {}),
             **self.attack.as_dict(),
         }
+
+    def get_extra_state(self) -> dict[str, Any]:
+        state = super().get_extra_state()
+        if self.sample_steps:
+            state["step_generator"] = self._step_generator.get_state()
+        return state
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        if self.sample_steps and "step_generator" in state:
+            self._step_generator.set_state(state["step_generator"])
 
 
 def _word(value: Any) -> Any:

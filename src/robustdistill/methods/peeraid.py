@@ -104,7 +104,7 @@ class PeerAiD(Method):
         with attack_mode(self.peer), torch.no_grad():
             peer_clean = self.peer(x)
         soft_labels = F.softmax(peer_clean.float(), dim=1)
-        x_adv = self.attack.pgd(student, loss=KLToSoftLabels(soft_labels), random_start="normal")(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss=KLToSoftLabels(soft_labels), random_start="normal")
         peer_adv = self.peer(x_adv)
         logits_adv = student(x_adv)
         c = 1 / logits_adv.shape[1] if self.class_mean_kl else 1.0

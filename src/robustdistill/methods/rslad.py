@@ -37,19 +37,25 @@ class RSLAD(AdversarialDistillation):
         step_size: float | None = None,
         steps: int = 10,
         norm: str = "linf",
+        reuse_steps: int = 0,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__(teacher=teacher)
         self.lambda_adv = check_positive("lambda_adv", lambda_adv, allow_zero=True)
         self.lambda_nat = check_positive("lambda_nat", lambda_nat, allow_zero=True)
         if self.lambda_adv == 0 and self.lambda_nat == 0:
             raise ConfigError("options 'lambda_adv' and 'lambda_nat' are both 0: give at least one a weight > 0")
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        self.attack = AttackSettings(
+            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
+        )
 
-    def distill(self, student: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    def distill(
+        self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         with torch.no_grad():
             teacher_clean = self.teacher(x)
             soft_labels = F.softmax(teacher_clean.float(), dim=1)
-        x_adv = self.attack.pgd(student, loss=KLToSoftLabels(soft_labels), random_start="normal")(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss=KLToSoftLabels(soft_labels), random_start="normal")
         logits_adv = student(x_adv)
         kl_adv = kl_batchmean(teacher_clean, logits_adv)
         loss = self.lambda_adv * kl_adv

@@ -116,7 +116,7 @@ class SAAD(Method):
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         teacher_clean, gradient = self.teacher_logits_and_gradient(x, y)
         inner = CorrectedTeacherKL(x, y, teacher_clean, gradient, self.lambda_inner)
-        x_adv = self.attack.pgd(student, loss=inner, random_start="normal")(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss=inner, random_start="normal")
         x_minus = x - (x_adv - x)
         with torch.no_grad():
             teacher_plus, teacher_minus = self.teacher(torch.cat([x_adv, x_minus])).chunk(2)

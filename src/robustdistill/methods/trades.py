@@ -27,10 +27,14 @@ class TRADES(Method):
         step_size: float | None = None,
         steps: int = 10,
         norm: str = "linf",
+        reuse_steps: int = 0,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__()
         self.beta = check_positive("beta", beta, allow_zero=True)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        self.attack = AttackSettings(
+            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
+        )
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         was_training = student.training
@@ -38,7 +42,7 @@ class TRADES(Method):
         with torch.no_grad():
             clean_probs = F.softmax(student(x).float(), dim=1)
         student.train(was_training)
-        x_adv = self.attack.pgd(student, loss=KLToSoftLabels(clean_probs), random_start="normal")(x, y)
+        x_adv = self.attack.perturb(student, x, y, index, loss=KLToSoftLabels(clean_probs), random_start="normal")
         # Separate passes, as in the official code: BatchNorm keeps clean and adversarial statistics apart.
         logits_clean, logits_adv = student(x), student(x_adv)
         ce = F.cross_entropy(logits_clean, y)
