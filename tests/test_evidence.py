@@ -132,3 +132,18 @@ def test_paired_bootstrap_interval_covers_the_difference_and_shrinks_with_images
     assert identical == (0.0, 0.0, 0.0)
     with pytest.raises(ConfigError, match="same non-empty image set"):
         paired_bootstrap(a[:10], b[:11])
+
+
+def test_lenet_small_starts_from_a_zero_head_and_learns_with_sgd(digits_train: data.ArrayDataset) -> None:
+    torch.manual_seed(0)
+    student = models.create("lenet-small", in_channels=1, mean=digits_train.mean, std=digits_train.std)
+    x = digits_train.images[:128].float() / 255
+    y = digits_train.labels[:128]
+    first = nn.functional.cross_entropy(student(x), y)
+    assert first.item() == pytest.approx(float(np.log(10)), abs=1e-6)  # zero logits: no blow-up at the start
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(30):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(student(x), y).backward()
+        optimizer.step()
+    assert nn.functional.cross_entropy(student(x), y).item() < 0.5 * first.item()
