@@ -41,6 +41,7 @@ from robustdistill import models
 from robustdistill.config import load_config
 from robustdistill.evaluate import run, write_record
 from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_std, paired_bootstrap
+from robustdistill.methods import method_class
 from robustdistill.runs import resolve_weights, train_from_config
 from robustdistill.train import read_metrics
 
@@ -57,6 +58,10 @@ ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
     "rslad": ("rslad", {}, BASELINE),
     "adaad": ("adaad", {}, BASELINE),
     "mtard": ("mtard", {}, BASELINE),
+    "igdm": ("igdm", {}, BASELINE),
+    "saad": ("saad", {}, BASELINE),
+    "dgad": ("dgad", {}, BASELINE),
+    "peeraid": ("peeraid", {}, BASELINE),
     "paths": ("paths", {}, HEADLINE),
     "gacd-nce": ("gacd", {"estimator": "nce"}, HEADLINE),
     "gacd-infonce": ("gacd", {"estimator": "infonce"}, HEADLINE),
@@ -140,7 +145,7 @@ def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: ar
         "checkpoint_every": 0,
     }
     command = "train-teacher" if method in TEACHER_OBJECTIVES else "distill"
-    if command == "distill":
+    if command == "distill" and method_class(method).needs_teacher:
         flags["teacher"] = args.teacher
         if method == "mtard":
             flags["natural_teacher"] = args.natural_teacher
