@@ -15,6 +15,7 @@ from torch import nn
 from robustdistill import models
 from robustdistill.errors import CheckpointError, ConfigError
 from robustdistill.models import registry as model_registry
+from tests.reference_wrn import RefWideResNet
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
@@ -494,66 +495,9 @@ def test_kuangliu_style_compiled_state_dict_loads(tmp_path) -> None:
         assert torch.equal(target(x), source(x))
 
 
-class _TradesBlock(nn.Module):
-    """BasicBlock of yaodongyu/TRADES models/wideresnet.py, reproduced as the reference."""
-
-    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_planes)
-        self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.equalInOut = in_planes == out_planes
-        self.convShortcut = None if self.equalInOut else nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False)
-
-    def forward(self, x):
-        if not self.equalInOut:
-            x = self.relu1(self.bn1(x))
-        else:
-            out = self.relu1(self.bn1(x))
-        out = self.relu2(self.bn2(self.conv1(out if self.equalInOut else x)))
-        out = self.conv2(out)
-        return torch.add(x if self.equalInOut else self.convShortcut(x), out)
-
-
-class _TradesGroup(nn.Module):
-    def __init__(self, n: int, in_planes: int, out_planes: int, stride: int) -> None:
-        super().__init__()
-        self.layer = nn.Sequential(
-            *[_TradesBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1) for i in range(n)]
-        )
-
-    def forward(self, x):
-        return self.layer(x)
-
-
-class _TradesWRN(nn.Module):
-    def __init__(self, depth: int, widen_factor: int, num_classes: int = 10) -> None:
-        super().__init__()
-        ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        n = (depth - 4) // 6
-        self.conv1 = nn.Conv2d(3, ch[0], kernel_size=3, stride=1, padding=1, bias=False)
-        self.block1 = _TradesGroup(n, ch[0], ch[1], 1)
-        self.sub_block1 = _TradesGroup(n, ch[0], ch[1], 1)  # built but never used, as in TRADES
-        self.block2 = _TradesGroup(n, ch[1], ch[2], 2)
-        self.block3 = _TradesGroup(n, ch[2], ch[3], 2)
-        self.bn1 = nn.BatchNorm2d(ch[3])
-        self.relu = nn.ReLU(inplace=True)
-        self.fc = nn.Linear(ch[3], num_classes)
-        self.n_channels = ch[3]
-
-    def forward(self, x):
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
-        out = self.relu(self.bn1(out))
-        out = F.avg_pool2d(out, 8)
-        return self.fc(out.view(-1, self.n_channels))
-
-
 def test_trades_wrn_checkpoint_loads_and_matches_the_reference(tmp_path) -> None:
     torch.manual_seed(0)
-    reference = settle_batchnorm(_TradesWRN(16, 2), shape=(2, 3, 32, 32))
+    reference = settle_batchnorm(RefWideResNet(16, 10, 2, sub_block1=True, bias_last=True), shape=(2, 3, 32, 32))
     state = {f"module.{k}": v for k, v in reference.state_dict().items()}
     assert any(k.startswith("module.sub_block1.layer.0.") for k in state)
     assert "module.block1.layer.0.convShortcut.weight" in state

@@ -17,6 +17,7 @@ from robustdistill import models, runs
 from robustdistill.errors import CheckpointError, ConfigError
 from robustdistill.models.deepmind import CIFAR10_MEAN, CIFAR100_MEAN, CIFAR100_STD
 from tests.clirun import SMALL, run_cli
+from tests.reference_wrn import RefWideResNet
 
 
 class RefSwish(nn.Module):
@@ -128,63 +129,6 @@ class RefDMPreActResNet(nn.Module):
         out = self.layer_3(self.layer_2(self.layer_1(self.layer_0(out))))
         out = F.avg_pool2d(self.relu(self.batchnorm(out)), 4)
         return self.logits(out.view(out.size(0), -1))
-
-
-class RefBasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.relu1 = nn.ReLU()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu2 = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.equalInOut = cin == cout
-        self.convShortcut = None if self.equalInOut else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
-
-    def forward(self, x):
-        if not self.equalInOut:
-            x = self.relu1(self.bn1(x))
-        else:
-            out = self.relu1(self.bn1(x))
-        out = self.relu2(self.bn2(self.conv1(out if self.equalInOut else x)))
-        out = self.conv2(out)
-        return torch.add(x if self.equalInOut else self.convShortcut(x), out)
-
-
-class RefNetworkBlock(nn.Module):
-    def __init__(self, n, cin, cout, stride):
-        super().__init__()
-        self.layer = nn.Sequential(
-            *[RefBasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)]
-        )
-
-    def forward(self, x):
-        return self.layer(x)
-
-
-class RefWideResNet(nn.Module):
-    """RobustBench `WideResNet(depth, num_classes, widen_factor, sub_block1, bias_last)`."""
-
-    def __init__(self, depth, num_classes, widen_factor, sub_block1, bias_last):
-        super().__init__()
-        c = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        n = (depth - 4) // 6
-        self.conv1 = nn.Conv2d(3, c[0], 3, 1, 1, bias=False)
-        self.block1 = RefNetworkBlock(n, c[0], c[1], 1)
-        if sub_block1:
-            self.sub_block1 = RefNetworkBlock(n, c[0], c[1], 1)
-        self.block2 = RefNetworkBlock(n, c[1], c[2], 2)
-        self.block3 = RefNetworkBlock(n, c[2], c[3], 2)
-        self.bn1 = nn.BatchNorm2d(c[3])
-        self.relu = nn.ReLU()
-        self.fc = nn.Linear(c[3], num_classes, bias=bias_last)
-        self.nChannels = c[3]
-
-    def forward(self, x):
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
-        out = F.avg_pool2d(self.relu(self.bn1(out)), 8)
-        return self.fc(out.view(-1, self.nChannels))
 
 
 def randomised(module: nn.Module, seed: int) -> nn.Module:
