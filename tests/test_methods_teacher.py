@@ -47,7 +47,12 @@ def fixed_attack(monkeypatch):
 
     def fake_pgd(self, model, *, loss="ce", random_start=True, **kwargs):
         calls.append({"model": model, "loss": loss, "random_start": random_start})
-        return lambda x, y, **kw: X_ADV.clone()
+
+        def attack(x, y, **kw):
+            calls[-1]["attacked"] = x.clone()
+            return X_ADV[len(X_ADV) - len(x) :].clone()
+
+        return attack
 
     monkeypatch.setattr(AttackSettings, "pgd", fake_pgd)
     return calls
@@ -65,6 +70,20 @@ def test_pgd_at_is_cross_entropy_at_the_attack(fixed_attack):
     expected = sum(ce(logits_by_hand(X_ADV[i]), int(Y[i])) for i in range(2)) / 2
     assert out["loss"].item() == pytest.approx(expected, abs=1e-6)
     assert fixed_attack[0]["model"] is model and fixed_attack[0]["loss"] == "ce"
+
+
+def test_pgd_at_clean_fraction_attacks_only_the_rest_of_the_batch(fixed_attack):
+    out = methods.create("pgd-at", eps=0.1, clean_fraction=0.5).compute(linear_model(), X, Y, torch.arange(2))
+    expected = (ce(logits_by_hand(X[0]), int(Y[0])) + ce(logits_by_hand(X_ADV[1]), int(Y[1]))) / 2
+    assert out["loss"].item() == pytest.approx(expected, abs=1e-6)
+    assert torch.equal(fixed_attack[0]["attacked"], X[1:])
+    assert out["ce_adv"].item() == pytest.approx(ce(logits_by_hand(X_ADV[1]), int(Y[1])), abs=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_pgd_at_clean_fraction_out_of_range(fraction):
+    with pytest.raises(ConfigError, match="clean_fraction"):
+        methods.create("pgd-at", clean_fraction=fraction)
 
 
 def test_trades_formula(fixed_attack):
