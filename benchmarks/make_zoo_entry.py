@@ -1,7 +1,7 @@
 """Turn a finished training run and its evaluation records into a model-zoo entry.
 
     python benchmarks/make_zoo_entry.py --run-dir /work/bench/zoo-teacher --name fashion-mnist-pgd-at \
-        --train-command "robustdistill train-teacher ..." --commit f47fc24 \
+        --train-command "robustdistill train-teacher ..." --commit 3ec57ce \
         --evaluation full.json "robustdistill evaluate ..." --evaluation aa.json "robustdistill evaluate ..."
 
 Copies `model.safetensors`, `model.json` and `config.yaml` into `src/robustdistill/zoo/<name>/` and
