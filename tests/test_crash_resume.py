@@ -248,7 +248,7 @@ def test_every_random_generator_is_saved_and_restored(tmp_path):
 
 def test_half_written_metrics_line_is_dropped_on_resume(tmp_path):
     """A process killed while appending to metrics.jsonl leaves half a line; resume drops it."""
-    from robustdistill.train.metrics import MetricsLog, read_metrics
+    from robustdistill.runtime.metrics import MetricsLog, read_metrics
 
     log = MetricsLog(tmp_path, tensorboard=False)
     log.write({"kind": "epoch", "epoch": 1, "step": 4})

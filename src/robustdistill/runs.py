@@ -312,7 +312,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     """
     from robustdistill.config import warn_large_eps
     from robustdistill.evaluate.suite import parse_attacks
-    from robustdistill.train import distributed as dist
+    from robustdistill.runtime import distributed as dist
     from robustdistill.utils import resolve_device, seed_everything
 
     warn_large_eps(cfg.resolved_eps(), cfg.norm)
@@ -394,7 +394,7 @@ def _train_in(
 ) -> None:
     from rich.console import Console
 
-    from robustdistill.train import distributed as dist
+    from robustdistill.runtime import distributed as dist
     from robustdistill.train import fit
 
     console = Console(stderr=True)

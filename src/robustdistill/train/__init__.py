@@ -1,7 +1,7 @@
-"""Training: `fit`, checkpoints, schedules, EMA, metrics and distributed helpers."""
+"""Training: `fit`, checkpoints, schedules, EMA and SWA."""
 
+from robustdistill.runtime.metrics import read_metrics
 from robustdistill.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from robustdistill.train.loop import FitResult, fit
-from robustdistill.train.metrics import read_metrics
 
 __all__ = ["FitResult", "fit", "latest_valid_checkpoint", "load_checkpoint", "read_metrics", "save_checkpoint"]

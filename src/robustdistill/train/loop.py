@@ -22,7 +22,9 @@ from robustdistill.data import ArrayDataset, Loader
 from robustdistill.data.loader import stream_seed
 from robustdistill.errors import CheckpointError, Interrupted, TrainingError
 from robustdistill.methods.base import Method
-from robustdistill.train import distributed as dist
+from robustdistill.runtime import distributed as dist
+from robustdistill.runtime.metrics import MetricsLog
+from robustdistill.runtime.progress import Progress
 from robustdistill.train import faults
 from robustdistill.train.checkpoint import (
     checkpoint_path,
@@ -32,8 +34,6 @@ from robustdistill.train.checkpoint import (
     save_checkpoint,
 )
 from robustdistill.train.ema import EMA
-from robustdistill.train.metrics import MetricsLog
-from robustdistill.train.progress import Progress
 from robustdistill.train.schedule import make_scheduler
 from robustdistill.train.signals import StopRequest, stop_requests
 from robustdistill.train.swa import SWA
