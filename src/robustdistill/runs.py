@@ -19,6 +19,7 @@ from robustdistill import methods as method_lib
 from robustdistill import models as model_lib
 from robustdistill.config import RunConfig
 from robustdistill.errors import CheckpointError, ConfigError, DataError
+from robustdistill.evaluate.during_training import EpochEvaluation
 from robustdistill.lock import RunDirLock
 from robustdistill.methods.base import Method
 
@@ -379,6 +380,20 @@ def check_batches(cfg: RunConfig, train: data_lib.ArrayDataset) -> None:
         )
 
 
+def epoch_evaluation(cfg: RunConfig, data: data_lib.ArrayDataset | None) -> EpochEvaluation | None:
+    """The evaluation `fit` runs every `eval_every` epochs: `eval_n` fixed images of `data` under `eval_attacks`."""
+    if data is None:
+        return None
+    return EpochEvaluation(
+        data,
+        attacks=tuple(cfg.eval_attacks),
+        eps=cfg.resolved_eps(),
+        n=cfg.eval_n,
+        batch_size=max(cfg.batch_size, 256),
+        seed=cfg.seed,
+    )
+
+
 def _train_in(
     command: str,
     run_dir: Path,
@@ -417,7 +432,7 @@ def _train_in(
         datasets.train,
         config=cfg,
         run_dir=run_dir,
-        eval_data=datasets.val,
+        evaluation=epoch_evaluation(cfg, datasets.val),
         resume=resume,
         progress=not quiet,
         augment=augmentation(cfg),
