@@ -11,12 +11,14 @@ the shared options, `entry` the entry point `main`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from robustdistill.cli import demo, evaluation, export, listings, training
 from robustdistill.cli.common import ATTACK_NAMES, _Command, app
 from robustdistill.cli.entry import main
 
 #: every sub-command and its function, in the order `robustdistill --help` lists them
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., None]] = {
     "train-teacher": training.train_teacher,
     "distill": training.distill,
     "evaluate": evaluation.evaluate,

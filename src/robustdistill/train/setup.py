@@ -51,10 +51,10 @@ def uses_channels_last(device: torch.device, config: RunConfig) -> bool:
 def _place(student: nn.Module, method: Method, device: torch.device, channels_last: bool, cfg: RunConfig) -> nn.Module:
     """Move student and method to `device` (teachers to the student's layout); the DDP-wrapped student."""
     memory_format = torch.channels_last if channels_last else torch.preserve_format
-    student.to(device=device, memory_format=memory_format)
+    student.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]  # stubs lack it
     method.to(device)
     for teacher in method.teachers():  # teachers see the student's (channels_last) inputs: same layout
-        teacher.to(memory_format=memory_format)
+        teacher.to(memory_format=memory_format)  # type: ignore[call-overload]
     model = dist.wrap(student, sync_bn=cfg.sync_bn)
     dist.broadcast_module(method)  # a method's own heads and state start equal on every rank
     return model

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ STATE_KEYS = ("model", "method", "optimizer", "scheduler", "accumulator", "epoch
 
 def rng_state() -> dict[str, Any]:
     """The torch, Python, NumPy (and CUDA) generator states, as values `torch.load(weights_only=True)` reads."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    kind, keys, position, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
