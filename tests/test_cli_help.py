@@ -88,7 +88,7 @@ def test_a_mistyped_run_directory_gets_a_did_you_mean(tmp_path, capsys, monkeypa
 def test_heartbeat_prints_while_a_silent_step_runs(capsys):
     import time
 
-    from robustdistill.cli import _heartbeat
+    from robustdistill.cli.common import _heartbeat
 
     with _heartbeat("loading", enabled=True, every=0.05):
         time.sleep(0.3)

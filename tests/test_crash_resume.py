@@ -230,17 +230,17 @@ def test_every_random_generator_is_saved_and_restored(tmp_path):
     import numpy as np
 
     from robustdistill.train.checkpoint import save_checkpoint
-    from robustdistill.train.loop import _rng_state, _set_rng_state
+    from robustdistill.train.state import rng_state, set_rng_state
 
     torch.manual_seed(1)
     random.seed(2)
     np.random.seed(3)
-    path = save_checkpoint({"rng": _rng_state(), "global_step": 0}, tmp_path / "rng.ckpt")
+    path = save_checkpoint({"rng": rng_state(), "global_step": 0}, tmp_path / "rng.ckpt")
     expected = (torch.rand(3), random.random(), np.random.rand(3))
     torch.manual_seed(10)
     random.seed(20)
     np.random.seed(30)
-    _set_rng_state(load_checkpoint(path)["rng"])
+    set_rng_state(load_checkpoint(path)["rng"])
     assert torch.equal(torch.rand(3), expected[0])
     assert random.random() == expected[1]
     assert np.array_equal(np.random.rand(3), expected[2])
@@ -248,7 +248,7 @@ def test_every_random_generator_is_saved_and_restored(tmp_path):
 
 def test_half_written_metrics_line_is_dropped_on_resume(tmp_path):
     """A process killed while appending to metrics.jsonl leaves half a line; resume drops it."""
-    from robustdistill.train.metrics import MetricsLog, read_metrics
+    from robustdistill.runtime.metrics import MetricsLog, read_metrics
 
     log = MetricsLog(tmp_path, tensorboard=False)
     log.write({"kind": "epoch", "epoch": 1, "step": 4})

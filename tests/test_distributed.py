@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from robustdistill import data, methods, models
 from robustdistill.attacks.randomness import batch_noise, shared_random_starts
 from robustdistill.errors import ConfigError
-from robustdistill.train import distributed as dist
+from robustdistill.runtime import distributed as dist
 from robustdistill.train import fit
 
 pytestmark = pytest.mark.skipif(not torch_dist.is_available(), reason="torch.distributed is not available")

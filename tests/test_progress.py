@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from robustdistill.train import progress
+from robustdistill.runtime import progress
 
 
 def test_plain_lines_keep_coming_while_one_step_runs(monkeypatch):

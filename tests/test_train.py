@@ -10,8 +10,9 @@ import torch
 from robustdistill import methods, models
 from robustdistill.config import RunConfig
 from robustdistill.errors import TrainingError
+from robustdistill.runs import epoch_evaluation
 from robustdistill.train import fit, read_metrics
-from robustdistill.train.checkpoint import list_checkpoints
+from robustdistill.train.checkpoint import list_checkpoints, load_checkpoint
 from tests.conftest import tiny_cnn
 
 BASE = dict(
@@ -57,7 +58,7 @@ def test_training_lowers_the_loss_and_writes_the_run(tmp_path, digits_train, dig
         digits_train,
         config=cfg,
         run_dir=tmp_path,
-        eval_data=digits_test,
+        evaluation=epoch_evaluation(cfg, digits_test),
         progress=False,
     )
     history = read_metrics(tmp_path)
@@ -121,3 +122,40 @@ def test_ema_weights_are_saved(tmp_path, digits_train):
     ema = models.load(tmp_path / "model_ema.safetensors")
     raw = models.load(tmp_path / "model.safetensors")
     assert any(not torch.equal(a, b) for a, b in zip(ema.state_dict().values(), raw.state_dict().values(), strict=True))
+
+
+def test_fit_calls_the_evaluation_callback_when_due_on_the_model_it_saves(tmp_path, digits_train):
+    class Recorder:
+        label = "a recorded probe"
+
+        def __init__(self):
+            self.models = []
+
+        def __call__(self, model):
+            self.models.append(model)
+            return {"eval_probe": float(len(self.models))}
+
+    recorder = Recorder()
+    student = tiny_cnn(seed=1)
+    cfg = RunConfig(**{**BASE, "epochs": 3, "eval_every": 2, "ema_decay": 0.9})
+    result = fit(
+        student, methods.create("standard"), digits_train, config=cfg, run_dir=tmp_path, evaluation=recorder,
+        progress=False,
+    )  # fmt: skip
+    assert [r.get("eval_probe") for r in result.history] == [None, 1.0, 2.0]  # epoch 2, then the last
+    assert [r.get("eval_probe") for r in read_metrics(tmp_path)] == [None, 1.0, 2.0]
+    assert len(recorder.models) == 2 and all(m is not student for m in recorder.models)  # the EMA model
+
+
+def test_a_checkpoint_holds_the_training_state_of_format_1(tmp_path, digits_train):
+    """The payload keys of format 1: checkpoints written before the training-state split still resume."""
+    _run(tmp_path, digits_train, method=methods.create("standard"), epochs=1, ema_decay=0.9)
+    state = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[0])
+    assert state["format"] == 1
+    assert set(state) == {
+        "format", "config", "model", "method", "optimizer", "scheduler", "ema", "swa", "accumulator", "epoch",
+        "batch", "global_step", "rng", "teachers",
+    }  # fmt: skip
+    assert (state["epoch"], state["batch"], state["global_step"]) == (1, 0, len(digits_train) // 32)
+    assert state["ema"] is not None and state["swa"] is None
+    assert set(state["rng"]) >= {"torch", "python", "numpy"}

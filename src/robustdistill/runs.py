@@ -19,6 +19,7 @@ from robustdistill import methods as method_lib
 from robustdistill import models as model_lib
 from robustdistill.config import RunConfig
 from robustdistill.errors import CheckpointError, ConfigError, DataError
+from robustdistill.evaluate.during_training import EpochEvaluation
 from robustdistill.lock import RunDirLock
 from robustdistill.methods.base import Method
 
@@ -312,7 +313,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     """
     from robustdistill.config import warn_large_eps
     from robustdistill.evaluate.suite import parse_attacks
-    from robustdistill.train import distributed as dist
+    from robustdistill.runtime import distributed as dist
     from robustdistill.utils import resolve_device, seed_everything
 
     warn_large_eps(cfg.resolved_eps(), cfg.norm)
@@ -379,6 +380,20 @@ def check_batches(cfg: RunConfig, train: data_lib.ArrayDataset) -> None:
         )
 
 
+def epoch_evaluation(cfg: RunConfig, data: data_lib.ArrayDataset | None) -> EpochEvaluation | None:
+    """The evaluation `fit` runs every `eval_every` epochs: `eval_n` fixed images of `data` under `eval_attacks`."""
+    if data is None:
+        return None
+    return EpochEvaluation(
+        data,
+        attacks=tuple(cfg.eval_attacks),
+        eps=cfg.resolved_eps(),
+        n=cfg.eval_n,
+        batch_size=max(cfg.batch_size, 256),
+        seed=cfg.seed,
+    )
+
+
 def _train_in(
     command: str,
     run_dir: Path,
@@ -394,7 +409,7 @@ def _train_in(
 ) -> None:
     from rich.console import Console
 
-    from robustdistill.train import distributed as dist
+    from robustdistill.runtime import distributed as dist
     from robustdistill.train import fit
 
     console = Console(stderr=True)
@@ -417,7 +432,7 @@ def _train_in(
         datasets.train,
         config=cfg,
         run_dir=run_dir,
-        eval_data=datasets.val,
+        evaluation=epoch_evaluation(cfg, datasets.val),
         resume=resume,
         progress=not quiet,
         augment=augmentation(cfg),

@@ -91,7 +91,7 @@ class PerturbationBank(nn.Module):
 
     def store(self, x: Tensor, x_adv: Tensor, index: Tensor) -> None:
         """Keep `x_adv - x` in the slots `index` (every rank's batch under DDP; first occurrence of a repeat)."""
-        from robustdistill.train import distributed as dist
+        from robustdistill.runtime import distributed as dist
 
         index = self._check(index).to(x.device)
         delta = x_adv.detach().float() - x.detach().float()

@@ -40,7 +40,7 @@ from robustdistill.errors import ConfigError, RobustDistillError
 from robustdistill.evaluate import plots, table
 from robustdistill.evaluate import sweep as sweep_lib
 from robustdistill.evaluate.record import write_record
-from robustdistill.train.metrics import read_metrics
+from robustdistill.runtime.metrics import read_metrics
 from robustdistill.utils import atomic_write_bytes, file_sha256, resolve_device
 
 __all__ = [

@@ -74,7 +74,7 @@ class _SubAttackBars:
         self._bar: Any = None
 
     def __call__(self, attack: str, done: int, total: int) -> None:
-        from robustdistill.train.progress import Progress
+        from robustdistill.runtime.progress import Progress
 
         if attack != self._name:
             self.close()
@@ -149,7 +149,7 @@ def run(
     for name, attack in built.items():
         settings[name] = {**describe(attack), "n_examples": len(evaluated)}
     settings["clean"] = {"n_examples": len(evaluated)}
-    from robustdistill.train.progress import Progress, console
+    from robustdistill.runtime.progress import Progress, console
 
     batches = len(loader)
     # One attack at a time over every batch (each attack has its own seeded generator, so the order

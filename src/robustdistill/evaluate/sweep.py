@@ -85,7 +85,7 @@ def eps_sweep(
         for e in grid
     ]
     correct = torch.zeros(len(grid), dtype=torch.long)
-    from robustdistill.train.progress import Progress
+    from robustdistill.runtime.progress import Progress
 
     start = time.perf_counter()
     try:

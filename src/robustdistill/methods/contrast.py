@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistill.errors import ConfigError
-from robustdistill.train import distributed as dist
+from robustdistill.runtime import distributed as dist
 
 __all__ = [
     "EmbedHead",

@@ -46,7 +46,7 @@ from robustdistill.methods.contrast import (
     nce_loss_from_scores,
 )
 from robustdistill.methods.registry import register_method
-from robustdistill.train import distributed as dist
+from robustdistill.runtime import distributed as dist
 
 ESTIMATORS = ("nce", "infonce")
 REWEIGHTS = ("confidence", "none")

@@ -32,7 +32,7 @@ from robustdistill.errors import ConfigError
 from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_batchmean
 from robustdistill.methods.kd import check_count, check_fraction
 from robustdistill.methods.registry import register_method
-from robustdistill.train import distributed as dist
+from robustdistill.runtime import distributed as dist
 
 _TINY = 1e-12
 

@@ -19,7 +19,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_params = list(self.model.parameters())
+        ema_params: list[torch.Tensor] = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema_params, params, 1 - self.decay)
         for ema_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):

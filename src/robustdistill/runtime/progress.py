@@ -53,7 +53,7 @@ class Progress:
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
-            if getattr(self, "_plain", None) is not None:
+            if self._plain is not None:
                 self._stop.set()
                 self._plain.join()
                 self._plain = None
