@@ -20,7 +20,7 @@ from robustdistill.attacks.randomness import shared_random_starts
 from robustdistill.config import RunConfig, build
 from robustdistill.data import ArrayDataset, Loader
 from robustdistill.data.loader import stream_seed
-from robustdistill.errors import CheckpointError, Interrupted, TrainingError
+from robustdistill.errors import CheckpointError, Interrupted, TrainingError, one_line
 from robustdistill.methods.base import Method
 from robustdistill.train import distributed as dist
 from robustdistill.train import faults
@@ -319,8 +319,7 @@ def fit(
             start_epoch, start_batch, global_step = int(state["epoch"]), int(state["batch"]), int(state["global_step"])
             _set_rng_state(_this_rank(state["rng"], rank))
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
-            reason = " ".join(str(error).split())[:200]
-            raise CheckpointError(f"checkpoint '{path}' does not fit this run: {reason}") from None
+            raise CheckpointError(f"checkpoint '{path}' does not fit this run: {one_line(error, 200)}") from None
         if dist.is_main():
             remove_temporaries(ckpt_dir)
         log.truncate_after(global_step)
