@@ -48,7 +48,7 @@ import robustdistill.train
 from robustdistill import data as data_lib
 from robustdistill import models
 from robustdistill.config import load_config
-from robustdistill.evaluate import environment, run, write_record
+from robustdistill.evaluate import attack_suite, environment, write_record
 from robustdistill.runs import train_from_config
 
 # the comparison whose cost the cheap configurations must beat, and the accuracy they must keep
@@ -209,8 +209,8 @@ def measure_run(label: str, seed: int, args: argparse.Namespace) -> dict[str, An
     run_dir, passes = train_run(label, seed, args)
     model = models.load(run_dir / "model.safetensors").eval()
     test = data_lib.load(args.data, "test")
-    record = run(model, test, attacks=["clean"], eps=args.eps, n=args.n, seed=seed)
-    strong = run(model, test, attacks=["autoattack"], eps=args.eps, n=args.aa_n, seed=seed)
+    record = attack_suite(model, test, attacks=["clean"], eps=args.eps, n=args.n, seed=seed)
+    strong = attack_suite(model, test, attacks=["autoattack"], eps=args.eps, n=args.aa_n, seed=seed)
     record["accuracy"]["autoattack"] = strong["accuracy"]["autoattack"]
     record["attacks"]["autoattack"] = {**strong["attacks"]["autoattack"], "n_examples": strong["n_examples"]}
     record.pop("per_sample_worst_case", None)

@@ -39,7 +39,7 @@ import torch
 from robustdistill import data as data_lib
 from robustdistill import models
 from robustdistill.config import load_config
-from robustdistill.evaluate import run, write_record
+from robustdistill.evaluate import attack_suite, write_record
 from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_std, paired_bootstrap
 from robustdistill.methods import method_class
 from robustdistill.runs import resolve_weights, train_from_config
@@ -196,7 +196,7 @@ def measure(model: torch.nn.Module, test: data_lib.ArrayDataset, args: argparse.
     for attack, n in subsets.items():
         if n == 0:
             continue
-        record = run(model, test, attacks=[attack], eps=args.eps, n=n, seed=EVAL_SEED, progress=False)
+        record = attack_suite(model, test, attacks=[attack], eps=args.eps, n=n, seed=EVAL_SEED, progress=False)
         out["accuracy"][attack] = record["accuracy"][attack]
         out["n_examples"][attack] = record["n_examples"]
         out["attacks"][attack] = record["attacks"][attack]

@@ -140,7 +140,8 @@ def test_aliases_are_their_dataset_entry_so_they_share_every_fact() -> None:
         assert spec.name == name
         for alias in spec.aliases:
             assert data.get_spec(alias) is spec and data.info(alias) == data.info(name), alias
-    assert data.get_spec("fmnist").default_eps == 0.1 and data.get_spec("cifar-10").default_eps == pytest.approx(8 / 255)
+    assert data.get_spec("fmnist").default_eps == 0.1
+    assert data.get_spec("cifar-10").default_eps == pytest.approx(8 / 255)
     assert data.get_spec("image_folder").needs_data_dir and data.get_spec("imagefolder").locate is not None
 
 

@@ -271,7 +271,7 @@ def test_eps_sweep_starts_at_clean_accuracy_and_falls(mlp, digits):
     record = sweep_lib.eps_sweep(mlp, test, eps=EPS, points=5, n=200, steps=10, seed=0)
     assert record["eps"] == pytest.approx(np.linspace(0, 2 * EPS, 5).tolist())
     assert record["n_examples"] == 200 and record["reference_eps"] == EPS
-    clean = evaluate.run(mlp, test, attacks=["clean"], eps=EPS, n=200, seed=0, progress=False)
+    clean = evaluate.attack_suite(mlp, test, attacks=["clean"], eps=EPS, n=200, seed=0, progress=False)
     assert record["accuracy"][0] == pytest.approx(clean["accuracy"]["clean"], abs=1e-6)
     assert record["accuracy"][0] > 0.8
     accuracy = np.array(record["accuracy"])

@@ -291,9 +291,9 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> RunDirLo
 
 def sanity_check_teacher(teacher: nn.Module, held_out: data_lib.ArrayDataset) -> float:
     """Warn when a teacher is near chance on a few held-out batches (a wrong or broken checkpoint)."""
-    from robustdistill.evaluate import run
+    from robustdistill.evaluate import attack_suite
 
-    record = run(teacher, held_out, attacks=["clean"], eps=1.0, n=min(256, len(held_out)), progress=False)
+    record = attack_suite(teacher, held_out, attacks=["clean"], eps=1.0, n=min(256, len(held_out)), progress=False)
     clean = record["accuracy"]["clean"]
     if clean < 1.5 / held_out.num_classes:
         warnings.warn(

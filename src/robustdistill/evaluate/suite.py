@@ -101,7 +101,7 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return model(x).argmax(dim=1) == y
 
 
-def run(
+def attack_suite(
     model: nn.Module,
     data: ArrayDataset,
     *,

@@ -467,7 +467,7 @@ def _evaluate_during_training(model: nn.Module, data: ArrayDataset, cfg: RunConf
     reduced over ranks (weighted by shard size): the same examples as one process, `world` times faster.
     """
     from robustdistill.data import subset
-    from robustdistill.evaluate import run as run_evaluation
+    from robustdistill.evaluate import attack_suite
 
     chosen = subset(data, cfg.eval_n, seed=cfg.seed) if cfg.eval_n < len(data) else data
     rank, world = dist.rank(), dist.world_size()
@@ -478,7 +478,7 @@ def _evaluate_during_training(model: nn.Module, data: ArrayDataset, cfg: RunConf
     accuracy: dict[str, float] = {}
     if len(shard):
         with torch.random.fork_rng(devices=[]):
-            record = run_evaluation(
+            record = attack_suite(
                 model,
                 shard,
                 attacks=cfg.eval_attacks,
