@@ -21,6 +21,7 @@ from robustdistill.config import RunConfig
 from robustdistill.errors import CheckpointError, ConfigError, DataError
 from robustdistill.lock import RunDirLock
 from robustdistill.methods.base import Method
+from robustdistill.utils import atomic_write_bytes
 
 RESULT_FILES = (
     "model.safetensors",
@@ -361,7 +362,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     lock = prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite) if dist.is_main() else None
     try:
         if dist.is_main() and not resume:  # a resumed run keeps the configuration it began with
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
         dist.barrier()
         _train_in(command, run_dir, cfg, student, method, datasets, teacher, extra, resume=resume, quiet=quiet)
     finally:
@@ -423,6 +424,6 @@ def _train_in(
         augment=augmentation(cfg),
     )
     if resume and dist.is_main() and not (run_dir / "config.yaml").is_file():
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
     if not quiet and dist.is_main():
         console.print(f"done: weights in {run_dir / 'model.safetensors'}, metrics in {run_dir / 'metrics.jsonl'}")
