@@ -15,6 +15,7 @@ from rich.table import Table
 import robustdistill
 from robustdistill.errors import ConfigError
 from robustdistill.evaluate.table import text_grid
+from robustdistill.utils import atomic_write_bytes
 
 
 def environment() -> dict[str, str]:
@@ -31,8 +32,6 @@ def environment() -> dict[str, str]:
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
     """Write one record as indented JSON (atomically)."""
-    from robustdistill.utils import atomic_write_bytes
-
     path = Path(path)
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
     return path
@@ -79,10 +78,6 @@ def check_record_path(path: Path, inputs: list[Path], *, overwrite: bool, flag: 
     kind = _kind(target)
     if kind is not None:
         raise ConfigError(f"{flag} '{path}' already exists and is {kind}; choose another path or pass --overwrite")
-
-
-def read_record(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
 
 
 def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accuracy (%)") -> None:
