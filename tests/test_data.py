@@ -375,6 +375,20 @@ def test_download_checksum_mismatch_names_the_file(tmp_path: Path, monkeypatch: 
     assert not list(data.cache_dir(name).glob("*"))  # the bad download left nothing behind, not even a temporary
 
 
+def test_the_atomic_writer_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    from robustdistill.utils import atomic_writer
+
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write(b"new, half written")
+        raise RuntimeError("the download broke off")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]
+    with atomic_writer(target) as handle:
+        handle.write(b"new")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]
+
+
 def test_download_offline_gives_the_missing_files_message(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(url: str, timeout: float = 0):
         raise urllib.error.URLError("Temporary failure in name resolution")
