@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from method_table import add_budget_arguments, train_seconds  # the method table's budget and timing
 
+from robustdistill.utils import atomic_write_bytes
+
 # label -> (command, method, extra arguments)
 ENTRIES: dict[str, tuple[str, str, list[str]]] = {
     "pgd-at (no teacher)": ("train-teacher", "pgd-at", []),
@@ -126,7 +128,7 @@ def write_table(records: dict[str, dict], args: argparse.Namespace, command: str
         row += f" | {structure['corr_dist_clean']:.3f} | {r['train_seconds']:.0f}"
         lines.append(f"| {label} | {row} |")
     path = Path(args.out) / "table.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
 
 

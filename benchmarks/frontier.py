@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from scipy import stats
 from torch import nn
 
@@ -48,8 +46,10 @@ import robustdistill.train
 from robustdistill import data as data_lib
 from robustdistill import models
 from robustdistill.config import load_config
-from robustdistill.evaluate import environment, run, write_record
+from robustdistill.evaluate import attack_suite, environment, write_record
+from robustdistill.evaluate.plots import new_figure, save_png
 from robustdistill.runs import train_from_config
+from robustdistill.utils import atomic_write_bytes
 
 # the comparison whose cost the cheap configurations must beat, and the accuracy they must keep
 BASELINE, REFERENCE = "ard", "paths"
@@ -193,7 +193,7 @@ def train_run(label: str, seed: int, args: argparse.Namespace) -> tuple[Path, di
     with counting_passes(counter):
         train_from_config(command, load_config(flags=flags), resume=resume, quiet=False)
     passes = {**counter.as_dict(), "passes_complete": not resume}
-    passes_file.write_text(json.dumps(passes, indent=2) + "\n")
+    write_record(passes, passes_file)
     return run_dir, passes
 
 
@@ -209,8 +209,8 @@ def measure_run(label: str, seed: int, args: argparse.Namespace) -> dict[str, An
     run_dir, passes = train_run(label, seed, args)
     model = models.load(run_dir / "model.safetensors").eval()
     test = data_lib.load(args.data, "test")
-    record = run(model, test, attacks=["clean"], eps=args.eps, n=args.n, seed=seed)
-    strong = run(model, test, attacks=["autoattack"], eps=args.eps, n=args.aa_n, seed=seed)
+    record = attack_suite(model, test, attacks=["clean"], eps=args.eps, n=args.n, seed=seed)
+    strong = attack_suite(model, test, attacks=["autoattack"], eps=args.eps, n=args.aa_n, seed=seed)
     record["accuracy"]["autoattack"] = strong["accuracy"]["autoattack"]
     record["attacks"]["autoattack"] = {**strong["attacks"]["autoattack"], "n_examples": strong["n_examples"]}
     record.pop("per_sample_worst_case", None)
@@ -312,8 +312,7 @@ def markdown(rows: dict[str, dict[str, Any]], header: list[str]) -> str:
 
 def plot(rows: dict[str, dict[str, Any]], path: Path) -> Path:
     """AutoAttack accuracy (95 % CI bars) against training seconds and against counted passes."""
-    figure = Figure(figsize=(11, 4.5), dpi=120)
-    FigureCanvasAgg(figure)
+    figure = new_figure(11, 4.5)
     axes = figure.subplots(1, 2, sharey=True)
     for axis, key, xlabel in (
         (axes[0], "seconds", "training time (s)"),
@@ -329,10 +328,7 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> Path:
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("AutoAttack accuracy (%), mean over seeds")
     figure.suptitle("Cost-accuracy frontier (bars: 95 % CI over seeds)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return save_png(figure, path)
 
 
 def write_report(records: list[dict[str, Any]], args: argparse.Namespace, command: str) -> tuple[Path, Path]:
@@ -355,9 +351,9 @@ def write_report(records: list[dict[str, Any]], args: argparse.Namespace, comman
         "",
         *([args.note, ""] if args.note else []),
     ]
-    (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_record(rows, out / "frontier.json")
     table = out / "frontier.md"
-    table.write_text(markdown(rows, header))
+    atomic_write_bytes(table, markdown(rows, header).encode())
     return table, plot(rows, out / "frontier.png")
 
 

@@ -39,11 +39,12 @@ import torch
 from robustdistill import data as data_lib
 from robustdistill import models
 from robustdistill.config import load_config
-from robustdistill.evaluate import run, write_record
+from robustdistill.evaluate import attack_suite, write_record
 from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_std, paired_bootstrap
 from robustdistill.methods import method_class
 from robustdistill.runs import resolve_weights, train_from_config
 from robustdistill.train import read_metrics
+from robustdistill.utils import atomic_write_bytes
 
 BASELINE, HEADLINE, ABLATION, REFERENCE = "baseline", "headline", "ablation", "reference"
 # label -> (method, method options, group)
@@ -196,7 +197,7 @@ def measure(model: torch.nn.Module, test: data_lib.ArrayDataset, args: argparse.
     for attack, n in subsets.items():
         if n == 0:
             continue
-        record = run(model, test, attacks=[attack], eps=args.eps, n=n, seed=EVAL_SEED, progress=False)
+        record = attack_suite(model, test, attacks=[attack], eps=args.eps, n=n, seed=EVAL_SEED, progress=False)
         out["accuracy"][attack] = record["accuracy"][attack]
         out["n_examples"][attack] = record["n_examples"]
         out["attacks"][attack] = record["attacks"][attack]
@@ -276,6 +277,7 @@ def _difference(a: list[dict[str, Any]], b: list[dict[str, Any]], attack: str) -
 
 def table_rows(groups: dict[str, list[dict[str, Any]]], key_attack: str) -> tuple[list[str], str | None]:
     """The markdown rows of `groups` (label -> its seeds' records) and the best baseline's label."""
+
     def score(label: str) -> float:
         values = [r["accuracy"].get(key_attack, math.nan) for r in groups[label]]
         return float(np.mean(values))
@@ -332,7 +334,7 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         "",
     ]
     path = Path(args.out) / "table.md"
-    path.write_text("\n".join(lines))
+    atomic_write_bytes(path, "\n".join(lines).encode())
     return path
 
 

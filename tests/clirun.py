@@ -165,6 +165,21 @@ def warm_up() -> None:
     _WARM.append(True)
 
 
+def main_exit_code(args: list[str]) -> int:
+    """Run `robustdistill.cli.main(args)` in this process; its exit status.
+
+    0 when `main` returns, else the code of the `SystemExit` it raised (1 for a message instead of a
+    code); any other exception propagates and fails the test.
+    """
+    from robustdistill import cli
+
+    try:
+        cli.main(args)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return 0
+
+
 def assert_ok(outcome: Outcome) -> None:
     assert outcome.code == 0 and outcome.signal is None, outcome.stderr
 

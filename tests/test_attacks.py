@@ -72,7 +72,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn import datasets  # a dependency of the package (the digits dataset)
+
     data = datasets.load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(data.target, dtype=torch.long)
@@ -583,7 +584,8 @@ def test_autoattack_restores_mode_and_flags(test_set: tuple[torch.Tensor, ...]) 
 
 
 def test_autoattack_standard_builds_the_reference_protocol(model: MLP) -> None:
-    pyautoattack = pytest.importorskip("pyautoattack")
+    import pyautoattack  # a dependency of the package (the reference AutoAttack)
+
     aa = AutoAttack(model, eps=8 / 255)
     adversary = aa._build(pyautoattack, 10, torch.device("cpu"))
     assert adversary.attacks_to_run == ["apgd-ce", "apgd-t", "fab-t", "square"]
@@ -673,14 +675,11 @@ def test_step_loop_never_synchronises_with_the_host_on_cuda(model: MLP, test_set
 
 
 def test_attacks_accept_the_project_classifiers(test_set: tuple[torch.Tensor, ...]) -> None:
-    """Integration with `robustdistill.models` (skipped while that package cannot build a small CNN)."""
-    try:
-        from robustdistill import models
+    """Integration with `robustdistill.models`: attacks leave a project classifier's state as it was."""
+    from robustdistill import models
 
-        torch.manual_seed(0)
-        net = models.create("smallcnn", num_classes=10, in_channels=1, width=0.25, hidden=32, dropout=0.0)
-    except Exception as error:  # the models package is developed in parallel
-        pytest.skip(f"robustdistill.models unavailable: {error}")
+    torch.manual_seed(0)
+    net = models.create("smallcnn", num_classes=10, in_channels=1, width=0.25, hidden=32, dropout=0.0)
     x, y = test_set[0][:32], test_set[1][:32]
     net.train()
     before = _state(net)

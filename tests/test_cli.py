@@ -9,8 +9,8 @@ import math
 import pytest
 
 from robustdistill import methods, models
-from robustdistill.cli import main
 from robustdistill.train import read_metrics
+from tests.clirun import main_exit_code
 from tests.conftest import fashion_available
 
 pytestmark = pytest.mark.skipif(not fashion_available(), reason="needs the Debian package dataset-fashion-mnist")
@@ -23,20 +23,16 @@ TINY = [
 
 
 def run(args: list[str], capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        main([*args])
-        raise SystemExit(0)
-    return int(info.value.code or 0), capsys.readouterr().err
+    code = main_exit_code(args)
+    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     root = tmp_path_factory.mktemp("teachers")
     for name, method in (("robust", "pgd-at"), ("natural", "standard")):
-        with pytest.raises(SystemExit) as info:
-            main(["train-teacher", *TINY, "--method", method, "--run-dir", str(root / name), "model_opts.width=0.5"])
-            raise SystemExit(0)
-        assert info.value.code in (0, None)
+        args = ["train-teacher", *TINY, "--method", method, "--run-dir", str(root / name), "model_opts.width=0.5"]
+        assert main_exit_code(args) == 0
     return root
 
 

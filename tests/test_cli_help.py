@@ -10,7 +10,8 @@ import typer
 
 import robustdistill
 from robustdistill import attacks, methods
-from robustdistill.cli import ATTACK_NAMES, app, main
+from robustdistill.cli import ATTACK_NAMES, app
+from tests.clirun import main_exit_code
 
 COMMAND = typer.main.get_command(app)
 SUBCOMMANDS = sorted(COMMAND.commands)  # type: ignore[attr-defined]
@@ -18,11 +19,9 @@ SUBCOMMANDS = sorted(COMMAND.commands)  # type: ignore[attr-defined]
 
 def _run(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
     monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
+    code = main_exit_code(args)
     out, err = capsys.readouterr()
-    return info.value.code or 0, out, err
+    return code, out, err
 
 
 def _parameters(name: str | None) -> list:

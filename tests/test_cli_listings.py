@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from robustdistill import data, methods, models
-from robustdistill.cli import main
+from tests.clirun import main_exit_code
 
 
 @pytest.mark.parametrize(
@@ -14,10 +14,8 @@ from robustdistill.cli import main
 )
 def test_listing_names_every_registered_entry(command, names, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as info:
-        main([command])
-        raise SystemExit(0)
+    code = main_exit_code([command])
     out, err = capsys.readouterr()
-    assert info.value.code in (0, None), err
+    assert code == 0, err
     for name in names():
         assert name in out, f"{name} missing from `robustdistill {command}`"

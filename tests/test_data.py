@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -131,6 +132,51 @@ def test_available_and_info() -> None:
     assert data.info("cifar100")["num_classes"] == 100 and len(data.info("cifar100")["classes"]) == 100
     assert "cifar-10-python.tar.gz" in data.info("cifar10")["files"]["train"]
     assert data.info("cifar10")["downloadable"] and not data.info("imagefolder")["downloadable"]
+
+
+def test_aliases_are_their_dataset_entry_so_they_share_every_fact() -> None:
+    for name in data.available():
+        spec = data.get_spec(name)
+        assert spec.name == name
+        for alias in spec.aliases:
+            assert data.get_spec(alias) is spec and data.info(alias) == data.info(name), alias
+    assert data.get_spec("fmnist").default_eps == 0.1
+    assert data.get_spec("cifar-10").default_eps == pytest.approx(8 / 255)
+    assert data.get_spec("image_folder").needs_data_dir and data.get_spec("imagefolder").locate is not None
+
+
+@pytest.mark.parametrize(
+    ("facts", "needle"),
+    [
+        ({}, "exactly one of read and build"),
+        ({"read": lambda located, split: None, "build": lambda split: None}, "exactly one of read and build"),
+        ({"read": lambda located, split: None, "mean": (0.5,)}, "both mean and std"),
+        ({"read": lambda located, split: None, "shape": (3, 4, 4), "mean": (0.5,), "std": (0.2,)}, "3 values"),
+        ({"read": lambda located, split: None, "num_classes": 3, "classes": ("a", "b")}, "2 class names"),
+        ({"read": lambda located, split: None, "default_eps": 0.0}, "default_eps"),
+        ({"read": lambda located, split: None, "needs_data_dir": True}, "locate"),
+    ],
+)
+def test_register_dataset_refuses_inconsistent_facts(facts: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        data.register_dataset("never-registered", files={"train": "x", "test": "y"}, **facts)
+    assert "never-registered" not in data.DATASETS
+    with pytest.raises(TypeError):
+        data.register_dataset("never-registered", files={"train": "x", "test": "y"}, eps=0.1)
+
+
+def test_imagefolder_is_located_like_any_other_dataset(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / split / "cat" / "x.png")
+    assert data.locate("imagefolder", "test", tmp_path) == tmp_path / "val"
+    assert data.source_files("imagefolder", "train", tmp_path) == [str((tmp_path / "train").resolve())]
+    assert data.locate("imagefolder", "test") is None and data.info("imagefolder")["search_dirs"] == []
+    with pytest.raises(DataError, match="only place looked") as excinfo:
+        data.load("imagefolder", data_dir=tmp_path / "train" / "cat")  # files but no class folders
+    assert "drop --data-dir" not in str(excinfo.value)
 
 
 def test_unknown_name_split_and_option() -> None:
@@ -284,12 +330,23 @@ def svhn_test_file(tmp_path: Path) -> bytes:
     return path.read_bytes()
 
 
+def svhn_served_as(resource: Resource) -> str:
+    """A dataset registered with svhn's facts and reader whose only official file is `resource`."""
+    name = f"svhn-served-{resource.md5}"
+    if name not in data.DATASETS:
+        spec = data.get_spec("svhn")
+        facts = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "name"}
+        data.register_dataset(name, **{**facts, "resources": (resource,), "aliases": (), "folders": ()})
+    return name
+
+
 def test_download_verifies_checksum_then_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_roots: Path
 ) -> None:
     blob = svhn_test_file(tmp_path)
     good = Resource("test_32x32.mat", ("http://example.invalid/test_32x32.mat",), hashlib.md5(blob).hexdigest())
-    monkeypatch.setitem(download_module.RESOURCES, "svhn", (good,))
+    name = svhn_served_as(good)  # a registered dataset downloads through its own resources, no table elsewhere
+    assert data.info(name)["downloadable"] and data.info(name)["urls"] == list(good.urls)
     calls = []
 
     def fake_urlopen(url: str, timeout: float = 0):
@@ -298,24 +355,38 @@ def test_download_verifies_checksum_then_loads(
 
     monkeypatch.setattr(download_module.urllib.request, "urlopen", fake_urlopen)
     with pytest.raises(DataError, match="--download"):
-        data.load("svhn", "test")  # download is off by default
+        data.load(name, "test")  # download is off by default
     assert calls == []
-    ds = data.load("svhn", "test", download=True)
+    ds = data.load(name, "test", download=True)
     assert calls == ["http://example.invalid/test_32x32.mat"]
     assert ds.labels.tolist() == [0, 3] and int(ds.images.max()) == 9
-    assert (isolated_roots / ".cache" / "robustdistill" / "svhn" / "test_32x32.mat").is_file()
+    assert sorted(p.name for p in (isolated_roots / ".cache" / "robustdistill" / name).iterdir()) == ["test_32x32.mat"]
 
 
 def test_download_checksum_mismatch_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blob = svhn_test_file(tmp_path)
     wrong = Resource("test_32x32.mat", ("http://example.invalid/t.mat",), "0" * 32)
-    monkeypatch.setitem(download_module.RESOURCES, "svhn", (wrong,))
+    name = svhn_served_as(wrong)
     monkeypatch.setattr(download_module.urllib.request, "urlopen", lambda url, timeout=0: _FakeResponse(blob))
     with pytest.raises(DataError) as excinfo:
-        data.load("svhn", "test", download=True)
+        data.load(name, "test", download=True)
     message = str(excinfo.value)
     assert "test_32x32.mat" in message and "MD5" in message and "\n" not in message
-    assert not list(data.cache_dir("svhn").glob("*"))  # the bad download was removed
+    assert not list(data.cache_dir(name).glob("*"))  # the bad download left nothing behind, not even a temporary
+
+
+def test_the_atomic_writer_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    from robustdistill.utils import atomic_writer
+
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write(b"new, half written")
+        raise RuntimeError("the download broke off")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]
+    with atomic_writer(target) as handle:
+        handle.write(b"new")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]
 
 
 def test_download_offline_gives_the_missing_files_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -418,17 +418,14 @@ TINY = [
     ],
 )
 def test_distill_runs_each_new_method_on_fashion_mnist(method, options, tmp_path):
-    from robustdistill.cli import main
+    from tests.clirun import main_exit_code
 
     args = ["distill", *TINY, "--method", method, *options, "--run-dir", str(tmp_path / "run")]
     if methods.method_class(method).needs_teacher:
         teacher = models.create("smallcnn", num_classes=10, in_channels=1, width=0.25, hidden=16)
         models.save(teacher, tmp_path / "teacher.safetensors")
         args += ["--teacher", str(tmp_path / "teacher.safetensors")]
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    assert info.value.code in (0, None)
+    assert main_exit_code(args) == 0
     record = read_metrics(tmp_path / "run")[-1]
     losses = {k: v for k, v in record.items() if k.startswith("train_")}
     assert "train_loss" in losses and all(math.isfinite(v) for v in losses.values()), losses

@@ -525,3 +525,12 @@ def test_convert_state_dict_details() -> None:
     model = tiny("wide-resnet")
     shared_prefix = {f"student.{k}": v for k, v in model.state_dict().items()}
     assert set(models.convert_state_dict(shared_prefix, target_model=model)) == set(model.state_dict())
+
+
+def test_one_line_is_the_single_error_formatter() -> None:
+    from robustdistill.errors import one_line
+
+    assert one_line("bad\n  value\tthere ") == "bad value there"
+    assert one_line(KeyError()) == "KeyError" and one_line(ValueError("x\ny")) == "x y"
+    assert one_line("a" * 50, 10) == "aaaaaaa..." and len(one_line("b" * 50, 10)) == 10
+    assert one_line("short", 10) == "short"

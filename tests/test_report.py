@@ -15,7 +15,7 @@ from torch import nn
 from robustdistill import data, evaluate, models
 from robustdistill.config import RunConfig
 from robustdistill.errors import ConfigError
-from robustdistill.evaluate import plots, report
+from robustdistill.evaluate import discovery, examples, plots, report, sections, sweep_cache
 from robustdistill.evaluate import sweep as sweep_lib
 
 EPS = 0.1
@@ -180,7 +180,7 @@ def test_collection_report_writes_every_figure_and_table(demo, monkeypatch):
     assert "No `results.json` for: paths" in text
     # the best student by robust accuracy (only `paths` has no results.json: ranked by its sweep)
     assert "Adversarial examples (best student:" in text
-    cache = json.loads((demo / report.SWEEP_CACHE).read_text())
+    cache = json.loads((demo / sweep_cache.SWEEP_CACHE).read_text())
     assert set(cache["runs"]) == {"teacher", "rslad", "paths"}
     for entry in cache["runs"].values():
         record = entry["record"]
@@ -230,7 +230,7 @@ def test_single_run_report_falls_back_to_training_metrics(tmp_path, snapshots):
     for name in ("training_curves.png", "paths_weights_paths-run.png", "adversarial_examples.png"):
         _assert_png_drawn(run / "figures" / name)
         assert f"](figures/{name})" in text
-    assert not (run / "figures" / "eps_sweep.png").exists() and not (run / report.SWEEP_CACHE).exists()
+    assert not (run / "figures" / "eps_sweep.png").exists() and not (run / sweep_cache.SWEEP_CACHE).exists()
     assert "last in-training evaluation" in text
     # clean, pgd-10, worst case on the in-training subset (eval_n = 500), then the epoch
     assert "| paths-run | student | 55.0 ± 2.2 | 25.0 ± 1.9 | 25.0 ± 1.9 | 1 |" in text
@@ -246,11 +246,11 @@ def test_teacher_found_from_students_config(tmp_path):
         (tmp_path / name / "config.yaml").write_text(config.to_yaml())
         (tmp_path / name / "metrics.jsonl").write_text(json.dumps(_epoch(1, loss=1.0, clean=0.5, robust=0.2)) + "\n")
     (tmp_path / "notes").mkdir()  # not a run
-    runs, teacher, collection = report.discover_runs(tmp_path)
+    runs, teacher, collection = discovery.discover_runs(tmp_path)
     assert collection and teacher is not None and teacher.label == "robust-t"
     assert [(r.label, r.role) for r in runs] == [("robust-t", "teacher"), ("kd", "student"), ("plain-at", "baseline")]
     with pytest.raises(ConfigError):
-        report.discover_runs(tmp_path / "notes")
+        discovery.discover_runs(tmp_path / "notes")
 
 
 # --------------------------------------------------------------------------- eps sweep
@@ -271,7 +271,7 @@ def test_eps_sweep_starts_at_clean_accuracy_and_falls(mlp, digits):
     record = sweep_lib.eps_sweep(mlp, test, eps=EPS, points=5, n=200, steps=10, seed=0)
     assert record["eps"] == pytest.approx(np.linspace(0, 2 * EPS, 5).tolist())
     assert record["n_examples"] == 200 and record["reference_eps"] == EPS
-    clean = evaluate.run(mlp, test, attacks=["clean"], eps=EPS, n=200, seed=0, progress=False)
+    clean = evaluate.attack_suite(mlp, test, attacks=["clean"], eps=EPS, n=200, seed=0, progress=False)
     assert record["accuracy"][0] == pytest.approx(clean["accuracy"]["clean"], abs=1e-6)
     assert record["accuracy"][0] > 0.8
     accuracy = np.array(record["accuracy"])
@@ -311,7 +311,7 @@ def test_a_student_above_its_teacher_at_large_eps_gets_a_gradient_masking_note(d
         grid = sweep_lib.eps_grid(eps, points)
         return {"eps": grid, "accuracy": [0.8] * (len(grid) - 1) + [last], "n_examples": 500, "seconds": 0.0}
 
-    original = report._Report.model_of
+    original = sections.ReportState.model_of
 
     def model_of(self, run):
         model = original(self, run)
@@ -320,7 +320,7 @@ def test_a_student_above_its_teacher_at_large_eps_gets_a_gradient_masking_note(d
         return model
 
     canned.teacher = None
-    monkeypatch.setattr(report._Report, "model_of", model_of)
+    monkeypatch.setattr(sections.ReportState, "model_of", model_of)
     monkeypatch.setattr(sweep_lib, "eps_sweep", canned)
     text = report.write_report(demo, **{**REPORT_OPTIONS, "examples": 0}).read_text()
     notes = text.split("## Notes")[1]
@@ -332,7 +332,7 @@ def test_a_student_above_its_teacher_at_large_eps_gets_a_gradient_masking_note(d
 
 def test_adversarial_batch_counts_flips_both_ways():
     y = torch.tensor([0, 1, 2, 3])
-    batch = plots.AdversarialBatch(
+    batch = examples.AdversarialBatch(
         x=torch.zeros(4, 1, 2, 2),
         x_adv=torch.zeros(4, 1, 2, 2),
         y=y,
@@ -349,7 +349,7 @@ def test_warnings_for_a_model_near_chance_or_undertrained(tmp_path, snapshots):
         method="pgd-at",
         epochs=[_epoch(1, loss=2.0, clean=0.11, robust=0.1), _epoch(2, loss=1.5, clean=0.12, robust=0.1)],
     )
-    run = report.discover_runs(run_dir)[0][0]
+    run = discovery.discover_runs(run_dir)[0][0]
     found = report.training_warnings(run, 10)
     assert any("near chance: clean accuracy 12.0%" in w for w in found)
     assert any("undertrained: its training loss still fell 25%" in w for w in found)

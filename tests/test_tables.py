@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustdistill import data, models
-from robustdistill.evaluate import markdown_table, run, table
+from robustdistill.evaluate import attack_suite, markdown_table, table
 from robustdistill.evaluate.report import _accuracy_table
 
 
@@ -24,8 +24,8 @@ def measured() -> dict:
     torch.manual_seed(0)
     model = models.create("smallcnn", num_classes=10, in_channels=1, width=0.25, hidden=16, dropout=0.0)
     test = data.load("digits", "test")
-    record = run(model, test, attacks="clean,fgsm", eps=0.1, n=40, progress=False)
-    small = run(model, test, attacks="apgd-ce", eps=0.1, n=20, progress=False)
+    record = attack_suite(model, test, attacks="clean,fgsm", eps=0.1, n=40, progress=False)
+    small = attack_suite(model, test, attacks="apgd-ce", eps=0.1, n=20, progress=False)
     record["accuracy"]["apgd-ce"] = small["accuracy"]["apgd-ce"]
     record["attacks"]["apgd-ce"] = small["attacks"]["apgd-ce"]
     return record

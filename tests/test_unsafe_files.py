@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustdistill import cli
 from robustdistill.train.checkpoint import FORMAT_VERSION, MAGIC, checkpoint_path, list_checkpoints
-from tests.clirun import SMALL, warm_up
+from tests.clirun import SMALL, main_exit_code, warm_up
 
 
 class _CreatesFile:
@@ -28,11 +27,7 @@ class _CreatesFile:
 
 def run(argv: list[str], capsys) -> tuple[int, list[str]]:
     capsys.readouterr()
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
+    code = main_exit_code(argv)
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return code, [line for line in err.splitlines() if line.strip()]
@@ -49,10 +44,8 @@ def one_error(lines: list[str]) -> str:
 def teacher_dir(tmp_path_factory) -> Path:
     warm_up()
     run_dir = tmp_path_factory.mktemp("unsafe") / "teacher"
-    try:
-        cli.main(["train-teacher", *SMALL, "--epochs", "1", "--method", "standard", "--run-dir", str(run_dir)])
-    except SystemExit as stop:
-        assert not stop.code
+    args = ["train-teacher", *SMALL, "--epochs", "1", "--method", "standard", "--run-dir", str(run_dir)]
+    assert main_exit_code(args) == 0
     return run_dir
 
 

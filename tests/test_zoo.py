@@ -36,14 +36,13 @@ def test_the_fashion_mnist_teacher_ships_with_its_record() -> None:
         assert by_attack["autoattack"][1] >= 1000 and by_attack["autoattack"][0] <= by_attack["clean"][0]
 
 
+@pytest.mark.skipif(not fashion_available(), reason="needs the Debian package dataset-fashion-mnist")
 def test_the_shipped_teacher_reproduces_its_recorded_clean_accuracy() -> None:
-    from robustdistill.evaluate import run
-
-    if not fashion_available():
-        pytest.skip("needs the Debian package dataset-fashion-mnist")
     from robustdistill import data
+    from robustdistill.evaluate import attack_suite
 
-    record = run(models.zoo.load(NAME), data.load("fashion-mnist", "test"), attacks=["clean"], eps=0.1, progress=False)
+    test = data.load("fashion-mnist", "test")
+    record = attack_suite(models.zoo.load(NAME), test, attacks=["clean"], eps=0.1, progress=False)
     recorded = next(e for e in models.zoo.record(NAME)["evaluations"] if "clean" in e["accuracy"])
     assert record["accuracy"]["clean"] == pytest.approx(recorded["accuracy"]["clean"], abs=1e-6)
 

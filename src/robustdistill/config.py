@@ -27,7 +27,7 @@ LINF_EPS_WARN = 0.5
 
 def default_eps(data: str) -> float:
     """The dataset's default perturbation budget, from its registry entry (8/255 for unknown names)."""
-    from robustdistill.data.catalog import get_spec
+    from robustdistill.data.registry import get_spec
 
     try:
         return get_spec(data).default_eps

@@ -22,7 +22,7 @@ from robustdistill import data as data_lib
 from robustdistill import models
 from robustdistill.config import load_config
 from robustdistill.errors import ConfigError, DataError
-from robustdistill.evaluate import print_table, run, write_record
+from robustdistill.evaluate import attack_suite, print_table, write_record
 from robustdistill.lock import locked
 from robustdistill.runs import train_from_config
 
@@ -175,12 +175,12 @@ def evaluate_run(
     eps = float(yaml.safe_load((run_dir / "config.yaml").read_text())["eps"])
     label = label or run_dir.name
     shown = not quiet
-    record = run(
+    record = attack_suite(
         model, test, attacks=["clean", "pgd-20", "cw"], eps=eps, n=size.eval_n, seed=seed, progress=shown, label=label
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # AutoAttack's own notes on tiny subsets
-        strong = run(
+        strong = attack_suite(
             model, test, attacks=[size.autoattack], eps=eps, n=size.autoattack_n, seed=seed, progress=shown, label=label
         )
     name = size.autoattack

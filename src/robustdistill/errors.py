@@ -31,3 +31,14 @@ class Interrupted(RobustDistillError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def one_line(message: object, limit: int | None = None) -> str:
+    """`message` (a text or an exception) as one line: each run of whitespace becomes one space, an
+    exception without a message is named by its type, and a text over `limit` characters ends in "..."."""
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        text = type(message).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

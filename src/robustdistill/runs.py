@@ -22,6 +22,7 @@ from robustdistill.errors import CheckpointError, ConfigError, DataError
 from robustdistill.evaluate.during_training import EpochEvaluation
 from robustdistill.lock import RunDirLock
 from robustdistill.methods.base import Method
+from robustdistill.utils import atomic_write_bytes
 
 RESULT_FILES = (
     "model.safetensors",
@@ -292,9 +293,9 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> RunDirLo
 
 def sanity_check_teacher(teacher: nn.Module, held_out: data_lib.ArrayDataset) -> float:
     """Warn when a teacher is near chance on a few held-out batches (a wrong or broken checkpoint)."""
-    from robustdistill.evaluate import run
+    from robustdistill.evaluate import attack_suite
 
-    record = run(teacher, held_out, attacks=["clean"], eps=1.0, n=min(256, len(held_out)), progress=False)
+    record = attack_suite(teacher, held_out, attacks=["clean"], eps=1.0, n=min(256, len(held_out)), progress=False)
     clean = record["accuracy"]["clean"]
     if clean < 1.5 / held_out.num_classes:
         warnings.warn(
@@ -362,7 +363,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     lock = prepare_run_dir(run_dir, resume=resume, overwrite=cfg.overwrite) if dist.is_main() else None
     try:
         if dist.is_main() and not resume:  # a resumed run keeps the configuration it began with
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
         dist.barrier()
         _train_in(command, run_dir, cfg, student, method, datasets, teacher, extra, resume=resume, quiet=quiet)
     finally:
@@ -438,6 +439,6 @@ def _train_in(
         augment=augmentation(cfg),
     )
     if resume and dist.is_main() and not (run_dir / "config.yaml").is_file():
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
     if not quiet and dist.is_main():
         console.print(f"done: weights in {run_dir / 'model.safetensors'}, metrics in {run_dir / 'metrics.jsonl'}")

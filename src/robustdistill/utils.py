@@ -7,7 +7,7 @@ import hashlib
 import os
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -65,15 +65,15 @@ def state_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(
-    path: str | Path, data: bytes, *, before_write: Callable[[BinaryIO], None] | None = None
-) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part.
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, *, before_write: Callable[[BinaryIO], None] | None = None) -> Iterator[BinaryIO]:
+    """Write `path` through a binary handle so that readers see the old file or the new one, never a part.
 
-    The bytes go to a unique temporary file `.<name>.tmp-<pid>-<random>` in the same directory, which is
-    flushed, fsynced and renamed over `path` (`os.replace`); the directory is then fsynced where the
-    platform allows it. On any error the temporary file is removed. `before_write(handle)` runs on
-    the open temporary file first (the training loop's fault injection uses it).
+    The handle is a unique temporary file `.<name>.tmp-<pid>-<random>` in the same directory; when the
+    `with` body ends cleanly it is flushed, fsynced and renamed over `path` (`os.replace`), and the
+    directory is fsynced where the platform allows it. On any error (raised by the body too) the
+    temporary file is removed and `path` is left as it was. `before_write(handle)` runs on the open
+    temporary file first (the training loop's fault injection uses it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def atomic_write_bytes(
         with open(temp, "xb") as handle:  # the usual permissions (umask), unlike tempfile.mkstemp's 0600
             if before_write is not None:
                 before_write(handle)
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -96,3 +96,11 @@ def atomic_write_bytes(
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def atomic_write_bytes(
+    path: str | Path, data: bytes, *, before_write: Callable[[BinaryIO], None] | None = None
+) -> None:
+    """Write `data` to `path` atomically with `atomic_writer` (the one atomic writer of the package)."""
+    with atomic_writer(path, before_write=before_write) as handle:
+        handle.write(data)

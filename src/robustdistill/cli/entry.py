@@ -8,16 +8,12 @@ import traceback
 import warnings
 
 from robustdistill.cli.common import _STATE, app, console, err_console
-from robustdistill.errors import RobustDistillError
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+from robustdistill.errors import RobustDistillError, one_line
 
 
 def _print_error(text: str) -> None:
     # markup=False: a message holding "[...]" (a path, a list value) is printed as it is
-    err_console.print(f"error: {_one_line(text)}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"error: {one_line(text)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     previous_format = warnings.formatwarning
     with warnings.catch_warnings():  # filters and format are restored afterwards (main may run in-process)
         warnings.filterwarnings("default")
-        warnings.formatwarning = lambda message, category, *rest: f"warning: {_one_line(message)}\n"  # type: ignore[assignment]
+        warnings.formatwarning = lambda message, category, *rest: f"warning: {one_line(message)}\n"  # type: ignore[assignment]
         try:
             _run(args)
         finally:

@@ -63,7 +63,7 @@ def evaluate(
     from robustdistill import runs
     from robustdistill.config import check_eps, default_eps, warn_large_eps
     from robustdistill.errors import ConfigError
-    from robustdistill.evaluate import print_table, run, write_record
+    from robustdistill.evaluate import attack_suite, print_table, write_record
     from robustdistill.evaluate.record import check_record_path
     from robustdistill.utils import file_sha256
 
@@ -87,7 +87,7 @@ def evaluate(
             f"the checkpoint has {model.spec['num_classes']} classes but '{data}' has {dataset.num_classes}"
         )
     with runs.lock_if_run_dir(json_path.parent if json_path is not None else None):  # one writer per run dir
-        record = run(
+        record = attack_suite(
             model,
             dataset,
             attacks=attacks,

@@ -22,7 +22,5 @@ def read_bytes(path: str | Path) -> bytes:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(
-                f"{path} is a damaged or truncated gzip file ({exc}); download it again."
-            ) from None
+            raise DataError(f"{path} is a damaged or truncated gzip file ({exc}); download it again.") from None
     return raw

@@ -1,7 +1,7 @@
 """Animal-MNIST (pip package `animal_mnist`): 10,000 28x28 animal silhouettes, 1,000 in each of 10 classes.
 
 The package ships two gzipped pickles, read here with the restricted unpickler without
-importing the package's own loader (which imports TensorFlow).
+importing the package's own loader (which imports TensorFlow); the dataset is registered at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from robustdistill.data.idx import check_labels
+from robustdistill.data.registry import SPLITS, register_dataset
 from robustdistill.data.safe_pickle import safe_load_file
 from robustdistill.data.splits import duplicate_groups, stratified_split
 from robustdistill.errors import DataError
@@ -26,9 +27,7 @@ def animal_mnist_dir() -> Path:
     """`animal_mnist/data/Animal_MNIST` of the installed package, found without importing it."""
     spec = importlib.util.find_spec("animal_mnist")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the animal-mnist data needs the 'animal_mnist' package; run `pip install animal-mnist`."
-        )
+        raise DataError("the animal-mnist data needs the 'animal_mnist' package; run `pip install animal-mnist`.")
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "Animal_MNIST"
 
 
@@ -39,15 +38,11 @@ def read_animal_pool(folder: str | Path | None = None) -> tuple[np.ndarray, np.n
     images = safe_load_file(data_path)
     labels = safe_load_file(label_path)
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(
-            f"{data_path} must hold a uint8 array (N, H, W), got {getattr(images, 'shape', images)!r}."
-        )
+        raise DataError(f"{data_path} must hold a uint8 array (N, H, W), got {getattr(images, 'shape', images)!r}.")
     if not isinstance(labels, np.ndarray) or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{label_path} must hold a 1-D integer array.")
     if labels.shape[0] != images.shape[0]:
-        raise DataError(
-            f"{label_path} has {labels.shape[0]} labels but {data_path} has {images.shape[0]} images."
-        )
+        raise DataError(f"{label_path} has {labels.shape[0]} labels but {data_path} has {images.shape[0]} images.")
     labels = labels.astype(np.int64)
     check_labels(labels, 10, label_path)
     return images[:, None], labels
@@ -62,3 +57,23 @@ def read_animal_mnist(split: str, folder: str | Path | None = None) -> tuple[np.
     images, labels = read_animal_pool(folder)
     keep = stratified_split(labels, split, groups=duplicate_groups(images))
     return np.ascontiguousarray(images[keep]), labels[keep]
+
+
+def _read(located: None, split: str) -> tuple[np.ndarray, np.ndarray, None]:
+    return (*read_animal_mnist(split), None)
+
+
+register_dataset(
+    "animal-mnist",
+    num_classes=10,
+    shape=(1, 28, 28),
+    mean=(0.2726,),
+    std=(0.4056,),
+    classes=tuple(ANIMAL_CLASSES),
+    default_eps=0.1,
+    augment={"padding": 2, "flip": True},  # animals face both ways in the data
+    files={split: "nothing (pip install animal-mnist)" for split in SPLITS},
+    read=_read,
+    sizes={"train": 8005, "test": 1995},
+    aliases=("animal_mnist", "animalmnist"),
+)

@@ -22,9 +22,7 @@ class CropFlipParams:
         return CropFlipParams(self.top[index], self.left[index], self.flip[index])
 
 
-def sample_crop_flip(
-    n: int, padding: int, flip: bool, generator: torch.Generator | None = None
-) -> CropFlipParams:
+def sample_crop_flip(n: int, padding: int, flip: bool, generator: torch.Generator | None = None) -> CropFlipParams:
     """Draw the crop/flip parameters of `n` samples from `generator`.
 
     The values depend on `n`; a caller that needs the same parameters for a sample whatever the batch

@@ -46,11 +46,7 @@ class ArrayDataset:
                 f"{where}: labels must have shape ({self.images.shape[0]},) to match the images, "
                 f"got {tuple(self.labels.shape)}."
             )
-        if (
-            isinstance(self.num_classes, bool)
-            or not isinstance(self.num_classes, int)
-            or self.num_classes < 1
-        ):
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise DataError(f"{where}: num_classes must be a positive integer, got {self.num_classes!r}.")
         if self.labels.numel() > 0:
             low, high = int(self.labels.min()), int(self.labels.max())
@@ -70,9 +66,7 @@ class ArrayDataset:
         if self.classes is not None:
             self.classes = [str(c) for c in self.classes]
             if len(self.classes) != self.num_classes:
-                raise DataError(
-                    f"{where}: {len(self.classes)} class names given for {self.num_classes} classes."
-                )
+                raise DataError(f"{where}: {len(self.classes)} class names given for {self.num_classes} classes.")
 
     def __repr__(self) -> str:
         return (

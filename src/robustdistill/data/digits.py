@@ -1,9 +1,10 @@
-"""scikit-learn's bundled 8x8 handwritten digits, as uint8 images with a fixed train/test split."""
+"""scikit-learn's bundled 8x8 handwritten digits, as uint8 images with a fixed train/test split; registration."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from robustdistill.data.registry import SPLITS, register_dataset
 from robustdistill.data.splits import stratified_split
 
 
@@ -19,3 +20,23 @@ def read_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     labels = bunch.target.astype(np.int64)
     keep = stratified_split(labels, split)
     return images[keep], labels[keep]
+
+
+def _read(located: None, split: str) -> tuple[np.ndarray, np.ndarray, None]:
+    return (*read_digits(split), None)
+
+
+register_dataset(
+    "digits",
+    num_classes=10,
+    shape=(1, 8, 8),
+    mean=(0.3053,),
+    std=(0.3759,),
+    classes=tuple(str(d) for d in range(10)),
+    default_eps=0.1,
+    augment={"padding": 1, "flip": False},
+    files={split: "nothing (bundled with scikit-learn)" for split in SPLITS},
+    read=_read,
+    sizes={"train": 1438, "test": 359},
+    aliases=("sklearn-digits",),
+)

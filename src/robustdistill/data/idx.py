@@ -1,4 +1,4 @@
-"""Reader of the IDX format used by MNIST and Fashion-MNIST (gzipped or raw)."""
+"""Reader of the IDX format used by MNIST and Fashion-MNIST (gzipped or raw), and their registration."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from robustdistill.data._io import read_bytes
+from robustdistill.data.download import Resource
+from robustdistill.data.registry import SPLITS, Locator, register_dataset
 from robustdistill.errors import DataError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -74,9 +76,7 @@ def read_mnist(root: str | Path, split: str, num_classes: int = 10) -> tuple[np.
     images = read_idx_images(paths[0])
     labels = read_idx_labels(paths[1])
     if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"{paths[1]} has {labels.shape[0]} labels but {paths[0]} has {images.shape[0]} images."
-        )
+        raise DataError(f"{paths[1]} has {labels.shape[0]} labels but {paths[0]} has {images.shape[0]} images.")
     check_labels(labels, num_classes, paths[1])
     return images, labels
 
@@ -85,6 +85,97 @@ def check_labels(labels: np.ndarray, num_classes: int, source: str | Path) -> No
     """Raise DataError naming `source` when a label is outside `[0, num_classes)`."""
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels.min() if labels.min() < 0 else labels.max()
-        raise DataError(
-            f"{source} contains label {int(bad)}, outside [0, {num_classes}); the file is corrupt."
-        )
+        raise DataError(f"{source} contains label {int(bad)}, outside [0, {num_classes}); the file is corrupt.")
+
+
+# --- MNIST and Fashion-MNIST: both ship as the four IDX files ---------------------------------
+
+
+def _locate_in(torch_folder: str) -> Locator:
+    """The folder holding a split's two IDX files: the candidate itself, `raw/` or torchvision's `<folder>/raw/`."""
+
+    def locate(directory: Path, split: str) -> Path | None:
+        for sub in (directory, directory / "raw", directory / torch_folder / "raw"):
+            if all(idx_file(sub, stem) for stem in mnist_stems(split)):
+                return sub
+        return None
+
+    return locate
+
+
+def _files_in(directory: Path, split: str) -> list[Path]:
+    return [path for stem in mnist_stems(split) if (path := idx_file(directory, stem)) is not None]
+
+
+def _read(located: Path, split: str) -> tuple[np.ndarray, np.ndarray, None]:
+    return (*read_mnist(located, split), None)
+
+
+def _resources(mirrors: tuple[str, ...], md5s: dict[str, str]) -> tuple[Resource, ...]:
+    return tuple(
+        Resource(name, tuple(m + name for m in mirrors), md5, ("train",) if name.startswith("train") else ("test",))
+        for name, md5 in md5s.items()
+    )
+
+
+def _described(split: str) -> str:
+    images, labels = mnist_stems(split)
+    return f"{images}.gz and {labels}.gz (or uncompressed)"
+
+
+_FILES = {split: _described(split) for split in SPLITS}
+_AUGMENT = {"padding": 2, "flip": False}  # digits; Fashion-MNIST's shoes all face one way
+_SIZES = {"train": 60000, "test": 10000}
+
+register_dataset(
+    "mnist",
+    num_classes=10,
+    shape=(1, 28, 28),
+    mean=(0.1307,),
+    std=(0.3081,),
+    classes=tuple(str(d) for d in range(10)),
+    default_eps=0.1,
+    augment=_AUGMENT,
+    files=_FILES,
+    read=_read,
+    locate=_locate_in("MNIST"),
+    files_in=_files_in,
+    folders=("mnist", "MNIST"),
+    sizes=_SIZES,
+    resources=_resources(
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    ),
+)
+register_dataset(
+    "fashion-mnist",
+    num_classes=10,
+    shape=(1, 28, 28),
+    mean=(0.2860,),
+    std=(0.3530,),
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    default_eps=0.1,
+    augment=_AUGMENT,
+    files=_FILES,
+    read=_read,
+    locate=_locate_in("FashionMNIST"),
+    files_in=_files_in,
+    folders=("fashion-mnist", "fashion_mnist", "FashionMNIST"),
+    extra_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian's dataset-fashion-mnist package
+    sizes=_SIZES,
+    aliases=("fashion_mnist", "fashionmnist", "fmnist"),
+    resources=_resources(
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+    ),
+)

@@ -63,9 +63,7 @@ class Loader:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ConfigError(
-                f"rank must be in [0, world_size) with world_size >= 1, got rank {rank} of {world_size}."
-            )
+            raise ConfigError(f"rank must be in [0, world_size) with world_size >= 1, got rank {rank} of {world_size}.")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -113,20 +111,12 @@ class Loader:
         start = self.rank * per_rank
         return chunk[start : start + per_rank], start
 
-    def batch_indices(self, batch: int, epoch: int | None = None) -> torch.Tensor:
-        """Dataset indices of this rank's batch `batch` of `epoch` (default: the current one)."""
-        if not 0 <= batch < len(self):
-            raise IndexError(f"batch {batch} is outside [0, {len(self)}).")
-        return self._slice(batch, self.order(epoch))[0]
-
     def _make(self, batch: int, order: torch.Tensor, epoch: int) -> Batch:
         index, offset = self._slice(batch, order)
         x = self.dataset.images[index]
         if self.augment is not None:
             generator = torch.Generator().manual_seed(stream_seed(self.seed, epoch, _AUGMENT_STREAM, batch))
-            params = sample_crop_flip(
-                self.global_batch_size, self.augment["padding"], self.augment["flip"], generator
-            )
+            params = sample_crop_flip(self.global_batch_size, self.augment["padding"], self.augment["flip"], generator)
             x = apply_crop_flip(x, self.augment["padding"], params[offset : offset + index.numel()])
         x = x.to(torch.float32).div_(255.0)
         y = self.dataset.labels[index]

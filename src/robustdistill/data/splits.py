@@ -8,9 +8,7 @@ import numpy as np
 def duplicate_groups(images: np.ndarray) -> np.ndarray:
     """For each sample, the index of the first sample with byte-identical pixels."""
     first: dict[bytes, int] = {}
-    return np.asarray(
-        [first.setdefault(image.tobytes(), i) for i, image in enumerate(images)], dtype=np.int64
-    )
+    return np.asarray([first.setdefault(image.tobytes(), i) for i, image in enumerate(images)], dtype=np.int64)
 
 
 def stratified_split(

@@ -1,4 +1,4 @@
-"""Reader of the SVHN cropped-digits `.mat` files (`train_32x32.mat`, `test_32x32.mat`)."""
+"""Reader of the SVHN cropped-digits `.mat` files (`train_32x32.mat`, `test_32x32.mat`), and its registration."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robustdistill.data.download import Resource
+from robustdistill.data.registry import SPLITS, register_dataset
 from robustdistill.errors import DataError
 
 
@@ -46,3 +48,37 @@ def read_svhn(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path} contains label {int(bad)}, outside 1..10; the file is corrupt.")
     labels[labels == 10] = 0
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), labels
+
+
+def _locate(directory: Path, split: str) -> Path | None:
+    path = directory / svhn_file(split)
+    return path if path.is_file() else None
+
+
+def _read(located: Path, split: str) -> tuple[np.ndarray, np.ndarray, None]:
+    return (*read_svhn(located), None)
+
+
+def _resource(split: str, md5: str) -> Resource:
+    return Resource(svhn_file(split), (f"http://ufldl.stanford.edu/housenumbers/{svhn_file(split)}",), md5, (split,))
+
+
+register_dataset(
+    "svhn",
+    num_classes=10,
+    shape=(3, 32, 32),
+    mean=(0.4377, 0.4438, 0.4728),
+    std=(0.1980, 0.2010, 0.1970),
+    classes=tuple(str(d) for d in range(10)),
+    default_eps=8 / 255,
+    augment={"padding": 4, "flip": False},  # mirrored digits are different or invalid digits
+    files={split: svhn_file(split) for split in SPLITS},
+    read=_read,
+    locate=_locate,
+    folders=("svhn", "SVHN"),
+    sizes={"train": 73257, "test": 26032},
+    resources=(
+        _resource("train", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+        _resource("test", "eb5a983be6a315427106f1b164d9cef3"),
+    ),
+)

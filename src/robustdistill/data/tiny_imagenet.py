@@ -1,4 +1,5 @@
-"""Reader of Tiny-ImageNet-200 as distributed (`tiny-imagenet-200/`); its labelled val set is our test."""
+"""Reader of Tiny-ImageNet-200 as distributed (`tiny-imagenet-200/`), and its registration; its labelled val set
+is our test split."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from robustdistill.data.download import Resource
 from robustdistill.data.images import decode_images, is_image_file
+from robustdistill.data.registry import register_dataset
 from robustdistill.errors import DataError
 
 TINY_FOLDER = "tiny-imagenet-200"
@@ -64,3 +67,43 @@ def read_tiny_imagenet(root: str | Path, split: str) -> tuple[np.ndarray, np.nda
     if images.shape[1] == 1:  # every image grayscale: keep three channels like the rest of the set
         images = np.repeat(images, 3, axis=1)
     return images, np.asarray(labels, dtype=np.int64)
+
+
+def _locate(directory: Path, split: str) -> Path | None:
+    needed = "train" if split == "train" else "val/val_annotations.txt"
+    for base in (directory / TINY_FOLDER, directory):
+        if (base / "wnids.txt").is_file() and (base / needed).exists():
+            return base
+    return None
+
+
+def _read(located: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    return (*read_tiny_imagenet(located, split), tiny_imagenet_classes(located))
+
+
+register_dataset(
+    "tiny-imagenet",
+    num_classes=200,
+    shape=(3, 64, 64),
+    mean=(0.4802, 0.4481, 0.3975),
+    std=(0.2770, 0.2691, 0.2821),
+    default_eps=8 / 255,
+    augment={"padding": 8, "flip": True},  # 1/8 of the side
+    files={
+        "train": f"{TINY_FOLDER}/wnids.txt and train/<wnid>/images/*.JPEG",
+        "test": f"{TINY_FOLDER}/wnids.txt, val/images/*.JPEG and val/val_annotations.txt",
+    },
+    read=_read,
+    locate=_locate,
+    folders=("tiny-imagenet", TINY_FOLDER),
+    sizes={"train": 100000, "test": 10000},
+    aliases=("tinyimagenet", "tiny_imagenet", "tiny-imagenet-200"),
+    resources=(
+        Resource(
+            "tiny-imagenet-200.zip",
+            ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",),
+            "90528d7ca1a48142e341f4ef8d21d0de",
+            extract=True,
+        ),
+    ),
+)

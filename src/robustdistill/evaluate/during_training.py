@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from robustdistill.data import ArrayDataset, subset
-from robustdistill.evaluate.suite import parse_attacks, run
+from robustdistill.evaluate.suite import attack_suite, parse_attacks
 from robustdistill.runtime import distributed as dist
 
 
@@ -46,7 +46,7 @@ class EpochEvaluation:
         accuracy: dict[str, float] = {}
         if len(shard):
             with torch.random.fork_rng(devices=[]):
-                record = run(
+                record = attack_suite(
                     model,
                     shard,
                     attacks=list(self.attacks),

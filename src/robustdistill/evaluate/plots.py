@@ -1,9 +1,9 @@
-"""Figures of a run: training curves, eps sweeps, PATHS weight profiles, adversarial examples.
+"""Figures of a run: training curves, eps sweeps, PATHS weight profiles (adversarial examples: `examples`).
 
-Every function draws one PNG (dpi 120, title, axis labels, legend, grid, tight layout) and returns
-its path. Figures are built as `matplotlib.figure.Figure` objects on an Agg canvas, so nothing here
-depends on or changes pyplot's global state; the Agg backend is selected on import unless pyplot
-was already imported by the caller (a notebook keeps its backend).
+Every function draws one PNG (dpi 120, title, axis labels, legend, grid, tight layout), writes it
+atomically and returns its path. Figures are built as `matplotlib.figure.Figure` objects on an Agg
+canvas, so nothing here depends on or changes pyplot's global state; the Agg backend is selected on
+import unless pyplot was already imported by the caller (a notebook keeps its backend).
 
     >>> plot_training_curves({"teacher": read_metrics("runs/t"), "rslad": read_metrics("runs/s")}, "curves.png")
     >>> plot_eps_sweep({"teacher": sweep_t, "rslad": sweep_s}, "sweep.png", reference_eps=8 / 255)
@@ -11,12 +11,12 @@ was already imported by the caller (a notebook keeps its backend).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +25,28 @@ import matplotlib
 if "matplotlib.pyplot" not in sys.modules:
     matplotlib.use("Agg")
 
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
-from torch import Tensor, nn
 
-from robustdistill.data import ArrayDataset, subset
+from robustdistill.evaluate.discovery import epoch_records
+from robustdistill.evaluate.table import number
+from robustdistill.utils import atomic_write_bytes
 
 __all__ = [
     "DPI",
-    "AdversarialBatch",
-    "adversarial_batch",
     "branch_label",
-    "epoch_records",
+    "new_figure",
     "paths_profile",
-    "plot_adversarial_examples",
     "plot_eps_sweep",
     "plot_paths_weights",
     "plot_training_curves",
+    "save_png",
 ]
 
 DPI = 120
 TEACHER_COLOR = "black"
-CORRECT_COLOR = "#1a9641"
-WRONG_COLOR = "#d7191c"
 _PATHS_KEY = re.compile(r"^paths/(weight|kl)_([A-Za-z]+)/step_(\d+)$")
 _BRANCHES = {"u": "untargeted", "t": "targeted"}
 
@@ -59,33 +54,21 @@ _BRANCHES = {"u": "untargeted", "t": "targeted"}
 # --------------------------------------------------------------------------- helpers
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of `width` x `height` inches at `DPI`, on its own Agg canvas (pyplot is never touched)."""
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure: Figure, path: str | os.PathLike[str], *, rect: Sequence[float] | None = None) -> Path:
-    """Tight layout, then write the PNG through a temporary file and a rename."""
+def save_png(figure: Figure, path: str | os.PathLike[str], *, rect: Sequence[float] | None = None) -> Path:
+    """Tight layout, then write the PNG atomically (`utils.atomic_write_bytes`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout(rect=rect)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        figure.savefig(temp, dpi=DPI, format="png")
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=DPI, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
-
-
-def _number(value: Any) -> float:
-    """A float for plotting; strings written for NaN/inf (`"nan"`) and missing values become NaN."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _colors(labels: Sequence[str], teacher: str | None = None) -> dict[str, Any]:
@@ -100,15 +83,6 @@ def _colors(labels: Sequence[str], teacher: str | None = None) -> dict[str, Any]
             colors[label] = cycle(index % 10)
             index += 1
     return colors
-
-
-def epoch_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The per-epoch records of a metrics log, in epoch order (the last one wins for a repeated epoch)."""
-    by_epoch: dict[int, Mapping[str, Any]] = {}
-    for record in records:
-        if record.get("kind", "epoch") == "epoch" and "epoch" in record:
-            by_epoch[int(record["epoch"])] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _line_style(key: str) -> str:
@@ -146,7 +120,7 @@ def plot_training_curves(
     """
     labels = list(runs)
     colors = _colors(labels, teacher)
-    figure = _figure(11.0, 4.2)
+    figure = new_figure(11.0, 4.2)
     ax_loss, ax_acc = figure.subplots(1, 2)
     styles_used: dict[str, str] = {}
     drawn = False
@@ -156,12 +130,12 @@ def plot_training_curves(
             continue
         x = [int(r["epoch"]) for r in epochs]
         marker = "o" if len(x) <= 30 else None
-        loss = [_number(r.get("train_loss")) for r in epochs]
+        loss = [number(r.get("train_loss")) for r in epochs]
         if any(not math.isnan(v) for v in loss):
             ax_loss.plot(x, loss, color=colors[label], marker=marker, markersize=3, label=label)
             drawn = True
         for key in _accuracy_keys(epochs):
-            points = [(e, 100 * _number(r.get(key))) for e, r in zip(x, epochs, strict=True)]
+            points = [(e, 100 * number(r.get(key))) for e, r in zip(x, epochs, strict=True)]
             points = [(e, v) for e, v in points if not math.isnan(v)]
             if not points:
                 continue
@@ -187,7 +161,7 @@ def plot_training_curves(
     if style_handles:
         ax_acc.legend(handles=style_handles, title="attack", fontsize=8)
     figure.suptitle(title)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 # --------------------------------------------------------------------------- eps sweep
@@ -225,12 +199,12 @@ def plot_eps_sweep(
     norm = "L2" if str(attack.get("norm", "linf")).lower() == "l2" else "L-inf"
     scale = 255.0 if norm == "L-inf" and _per_255(reference_eps) else 1.0
     colors = _colors(labels, teacher)
-    figure = _figure(6.8, 4.6)
+    figure = new_figure(6.8, 4.6)
     ax = figure.subplots()
     for label in labels:
         record = sweeps[label]
         xs = [scale * float(e) for e in record["eps"]]
-        ys = [100 * _number(a) for a in record["accuracy"]]
+        ys = [100 * number(a) for a in record["accuracy"]]
         is_teacher = label == teacher
         n_points = record.get("n_examples")
         if n_points:
@@ -261,7 +235,7 @@ def plot_eps_sweep(
     ax.set_title(f"{title}" + (f"\n({detail}; eps 0 = clean accuracy{bands})" if detail else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 # --------------------------------------------------------------------------- PATHS weights
@@ -277,7 +251,7 @@ def paths_profile(record: Mapping[str, Any], quantity: str = "weight") -> dict[s
     for key, value in record.items():
         match = _PATHS_KEY.match(key)
         if match and match.group(1) == quantity:
-            found.setdefault(match.group(2), {})[int(match.group(3))] = _number(value)
+            found.setdefault(match.group(2), {})[int(match.group(3))] = number(value)
     order = sorted(found, key=lambda b: (b not in _BRANCHES, list(_BRANCHES).index(b) if b in _BRANCHES else 0, b))
     return {b: (sorted(found[b]), [found[b][k] for k in sorted(found[b])]) for b in order}
 
@@ -310,7 +284,7 @@ def plot_paths_weights(
         raise ValueError("no record holds paths/weight_<branch>/step_<k> keys; was the run trained with 'paths'?")
     last = epochs[-1]
     has_kl = bool(paths_profile(last, "kl"))
-    figure = _figure(11.0 if has_kl else 6.5, 4.3)
+    figure = new_figure(11.0 if has_kl else 6.5, 4.3)
     axes = list(figure.subplots(1, 2)) if has_kl else [figure.subplots()]
     cycle = matplotlib.colormaps["tab10"]
     quantities = [("weight", "weight / uniform weight (1/k)"), ("kl", "mean KL(teacher || student)")][: len(axes)]
@@ -342,138 +316,11 @@ def plot_paths_weights(
         ax.set_title(f"{ylabel} (epoch {last['epoch']})", fontsize=10)
     extras = []
     for branch in ("u", "t"):
-        value = _number(last.get(f"paths/teacher_error_{branch}"))
+        value = number(last.get(f"paths/teacher_error_{branch}"))
         if not math.isnan(value):
             extras.append(f"teacher error on {branch_label(branch)} path {100 * value:.0f}%")
-    success = _number(last.get("paths/target_success"))
+    success = number(last.get("paths/target_success"))
     if not math.isnan(success):
         extras.append(f"target success {100 * success:.0f}%")
     figure.suptitle(title + (f"\n{'; '.join(extras)}" if extras else ""), fontsize=11)
-    return _save(figure, path)
-
-
-# --------------------------------------------------------------------------- adversarial examples
-
-
-def _attack_description(attack: Callable[..., Tensor]) -> str:
-    name = type(attack).__name__
-    eps = getattr(attack, "eps", None)
-    steps = getattr(attack, "steps", None)
-    parts = [f"{name}-{steps}" if isinstance(steps, int) and name == "PGD" else name]
-    if isinstance(eps, (int, float)):
-        parts.append(f"eps={eps:.4g}")
-    return ", ".join(parts)
-
-
-def _short(name: str, limit: int = 12) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-@dataclass(frozen=True)
-class AdversarialBatch:
-    """Clean images, their adversarial versions, labels and both predictions (all on the CPU)."""
-
-    x: Tensor
-    x_adv: Tensor
-    y: Tensor
-    pred_clean: Tensor
-    pred_adv: Tensor
-
-    @property
-    def flipped_to_wrong(self) -> int:
-        return int(((self.pred_clean == self.y) & (self.pred_adv != self.y)).sum())
-
-    @property
-    def flipped_to_right(self) -> int:
-        """Wrong clean predictions that the attack made right: PGD raises the loss of the true class, which
-        need not keep a wrong prediction wrong (the loss can rise while the arg-max moves to the label)."""
-        return int(((self.pred_clean != self.y) & (self.pred_adv == self.y)).sum())
-
-
-def adversarial_batch(
-    model: nn.Module,
-    data: ArrayDataset,
-    attack: Callable[[Tensor, Tensor], Tensor],
-    n: int = 8,
-    *,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-) -> AdversarialBatch:
-    """Attack a fixed class-balanced subset of `n` images (`subset(data, n, seed)`); the model's mode is kept."""
-    from robustdistill.utils import resolve_device
-
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    chosen = subset(data, n, seed=seed)
-    x = chosen.images.float().div(255).to(device)
-    y = chosen.labels.to(device)
-    was_training = model.training
-    model.eval().to(device)
-    try:
-        x_adv = attack(x, y).detach()
-        with torch.no_grad():
-            pred_clean = model(x).argmax(dim=1).cpu()
-            pred_adv = model(x_adv).argmax(dim=1).cpu()
-    finally:
-        model.train(was_training)
-    return AdversarialBatch(x.cpu(), x_adv.cpu(), y.cpu(), pred_clean, pred_adv)
-
-
-def plot_adversarial_examples(
-    model: nn.Module,
-    data: ArrayDataset,
-    attack: Callable[[Tensor, Tensor], Tensor],
-    path: str | os.PathLike[str],
-    n: int = 8,
-    class_names: Sequence[str] | None = None,
-    *,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    title: str | None = None,
-    batch: AdversarialBatch | None = None,
-) -> Path:
-    """A 2-row grid: `n` clean test images (top) and their adversarial versions (bottom).
-
-    Each column is titled with the true label; under each image the model's prediction, green when
-    correct and red when wrong. The images are a fixed class-balanced subset (`subset(data, n, seed)`);
-    `attack(x, y) -> x_adv` is any attack object (for example `attacks.PGD(model, eps=...)`), or pass
-    the `batch` that `adversarial_batch` returned. 1-channel images are shown in grey scale; the title
-    counts the predictions the attack flipped, wrong to right included.
-    """
-    batch = batch or adversarial_batch(model, data, attack, n, seed=seed, device=device)
-    names = list(class_names or data.classes or [str(i) for i in range(data.num_classes)])
-    x, x_adv, y, pred_clean, pred_adv = batch.x, batch.x_adv, batch.y, batch.pred_clean, batch.pred_adv
-    count = x.shape[0]
-    cell = 1.45  # inches per image; each row also needs room for the labels above and below it
-    figure = _figure(max(4.0, cell * count + 0.9), 2 * (cell + 0.6) + 1.2)
-    axes = figure.subplots(2, count, squeeze=False)
-    for row, (images, preds) in enumerate(((x, pred_clean), (x_adv, pred_adv))):
-        for col in range(count):
-            ax = axes[row][col]
-            image = images[col]
-            if image.shape[0] == 1:
-                ax.imshow(image[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            else:
-                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            correct = int(preds[col]) == int(y[col])
-            ax.set_xlabel(f"pred: {_short(names[int(preds[col])])}", color=CORRECT_COLOR if correct else WRONG_COLOR)
-            if row == 0:
-                ax.set_title(f"true: {_short(names[int(y[col])])}", fontsize=9)
-            if col == 0:
-                ax.set_ylabel("clean" if row == 0 else "adversarial")
-    correct_clean = int((pred_clean == y).sum())
-    summary = f"the attack flips {batch.flipped_to_wrong} of the {correct_clean} correct clean predictions"
-    if batch.flipped_to_right:
-        summary += f", and turns {batch.flipped_to_right} wrong one(s) right (it maximises the loss, not the error)"
-    figure.suptitle(
-        (title or f"Clean (top) and adversarial (bottom) test images, {_attack_description(attack)}") + "\n" + summary,
-        fontsize=10,
-    )
-    figure.legend(
-        handles=[Patch(color=CORRECT_COLOR, label="prediction correct"), Patch(color=WRONG_COLOR, label="wrong")],
-        loc="lower center",
-        ncol=2,
-        fontsize=8,
-    )
-    return _save(figure, path, rect=(0, 0.07, 1, 1))
+    return save_png(figure, path)

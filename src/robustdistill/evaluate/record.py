@@ -14,7 +14,8 @@ from rich.table import Table
 
 import robustdistill
 from robustdistill.errors import ConfigError
-from robustdistill.evaluate.table import cell, column_title, columns, leader
+from robustdistill.evaluate.table import text_grid
+from robustdistill.utils import atomic_write_bytes
 
 
 def environment() -> dict[str, str]:
@@ -31,8 +32,6 @@ def environment() -> dict[str, str]:
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
     """Write one record as indented JSON (atomically)."""
-    from robustdistill.utils import atomic_write_bytes
-
     path = Path(path)
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
     return path
@@ -81,35 +80,9 @@ def check_record_path(path: Path, inputs: list[Path], *, overwrite: bool, flag: 
         raise ConfigError(f"{flag} '{path}' already exists and is {kind}; choose another path or pass --overwrite")
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
-def _rows(records: dict[str, dict[str, Any]], bold: bool, sep: str = ", ") -> tuple[list[str], list[list[str]]]:
-    """Column titles and cells (`accuracy ± error`, the leader beyond noise of each column marked `**`)."""
-    names = columns(records)
-    titles = [column_title(name, records, sep) for name in names]
-    shared = [f"{sep}n=" in title for title in titles]
-    grid = [[cell(record, name) for name in names] for record in records.values()]
-    texts = [
-        [
-            "-" if c is None else c.text() + ("" if shared[j] or c.n is None else f" (n={c.n})")
-            for j, c in enumerate(row)
-        ]
-        for row in grid
-    ]
-    if bold:
-        candidates = [i for i, label in enumerate(records) if label != "teacher"]
-        for j in range(len(names)):
-            best = leader([grid[i][j] for i in candidates])
-            if best is not None:
-                texts[candidates[best]][j] = f"**{texts[candidates[best]][j]}**"
-    return titles, texts
-
-
 def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accuracy (%)") -> None:
     """A terminal table: one row per model, one column per attack (accuracy % ± standard error)."""
-    titles, texts = _rows(records, bold=False, sep="\n")
+    titles, texts = text_grid(records, sep="\n")
     table = Table(title=title, caption="accuracy (%) ± standard error; n: images per column")
     table.add_column("model")
     for name in titles:
@@ -121,7 +94,7 @@ def print_table(records: dict[str, dict[str, Any]], *, title: str = "robust accu
 
 def markdown_table(records: dict[str, dict[str, Any]]) -> str:
     """A markdown table like `print_table`; **bold** marks a column's best non-teacher value beyond noise."""
-    titles, texts = _rows(records, bold=True)
+    titles, texts = text_grid(records, contenders=[label for label in records if label != "teacher"])
     lines = ["| model | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(titles)]
     lines += [f"| {label} | " + " | ".join(row) + " |" for label, row in zip(records, texts, strict=True)]
     return "\n".join(lines) + "\n"

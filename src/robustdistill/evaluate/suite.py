@@ -14,8 +14,6 @@ from robustdistill.errors import ConfigError
 from robustdistill.evaluate.record import environment
 from robustdistill.utils import resolve_device
 
-DEFAULT_ATTACKS = ("clean", "fgsm", "pgd-20", "cw", "autoattack")
-
 
 def parse_attacks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """`"clean,pgd-20"` or a list -> validated attack names (unknown names fail with the list)."""
@@ -101,7 +99,7 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return model(x).argmax(dim=1) == y
 
 
-def run(
+def attack_suite(
     model: nn.Module,
     data: ArrayDataset,
     *,

@@ -25,9 +25,13 @@ __all__ = [
     "column_title",
     "columns",
     "combine_seeds",
+    "format_eps",
+    "format_norm",
     "is_autoattack_substitute",
     "leader",
+    "number",
     "substitutes",
+    "text_grid",
     "worst_case_scope",
 ]
 
@@ -48,11 +52,25 @@ class Cell:
         return f"{100 * self.value:.{digits}f} ± {100 * shown:.{digits}f}"
 
 
-def _number(value: Any) -> float:
+def number(value: Any) -> float:
+    """A float for tables and figures; missing values and text that is not a number become NaN."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def format_eps(eps: float) -> str:
+    """`8/255 (0.03137)` for a small multiple of 1/255, else the value (`0.1`)."""
+    scaled = eps * 255
+    if eps < 0.1 and abs(scaled - round(scaled)) < 1e-4:
+        return f"{round(scaled)}/255 ({eps:.4g})"
+    return f"{eps:.4g}"
+
+
+def format_norm(norm: str) -> str:
+    """`L-inf` / `L2` for the config's `linf` / `l2`."""
+    return {"linf": "L-inf", "l2": "L2"}.get(norm.lower(), norm)
 
 
 def is_autoattack_substitute(name: str) -> bool:
@@ -90,13 +108,13 @@ def _seed_values(record: Mapping[str, Any], name: str) -> list[float] | None:
 
 def cell(record: Mapping[str, Any], name: str) -> Cell | None:
     """The figure of column `name` (None when the record lacks it); the worst case is capped by its scope."""
-    value = _number((record.get("accuracy") or {}).get(name))
+    value = number((record.get("accuracy") or {}).get(name))
     if math.isnan(value):
         return None
     n = column_size(record, name)
     by_seed = _seed_values(record, name)
     if name == "worst_case":
-        included = [_number(record["accuracy"].get(a)) for a in worst_case_scope(record)]
+        included = [number(record["accuracy"].get(a)) for a in worst_case_scope(record)]
         value = min([value, *[v for v in included if not math.isnan(v)]])
     if by_seed is not None:
         from scipy.stats import t as student_t
@@ -151,6 +169,31 @@ def leader(cells: Sequence[Cell | None]) -> int | None:
     (best_index, best), others = present[0], present[1:]
     beats = all(best.value - c.value > Z_95 * math.hypot(best.error, c.error) for _, c in others)
     return best_index if beats else None
+
+
+def _cell_text(figure: Cell | None, size_in_title: bool) -> str:
+    if figure is None:
+        return "-"
+    return figure.text() + ("" if size_in_title or figure.n is None else f" (n={figure.n})")
+
+
+def text_grid(
+    records: Mapping[str, Mapping[str, Any]], *, contenders: Sequence[str] = (), sep: str = ", "
+) -> tuple[list[str], list[list[str]]]:
+    """Column titles and cell texts of one row per record: `accuracy ± error`, with ` (n=...)` unless the
+    title gives the column's size; among the rows labelled in `contenders`, each column's leader beyond the
+    noise (`leader`) is in **bold**."""
+    names = columns(records)
+    titles = [column_title(name, records, sep) for name in names]
+    shared = [f"{sep}n=" in title for title in titles]
+    grid = [[cell(record, name) for name in names] for record in records.values()]
+    texts = [[_cell_text(c, shared[j]) for j, c in enumerate(row)] for row in grid]
+    rows = [i for i, label in enumerate(records) if label in contenders]
+    for j in range(len(names)):
+        best = leader([grid[i][j] for i in rows])
+        if best is not None:
+            texts[rows[best]][j] = f"**{texts[rows[best]][j]}**"
+    return titles, texts
 
 
 def combine_seeds(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

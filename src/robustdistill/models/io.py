@@ -26,7 +26,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from robustdistill.errors import CheckpointError, ConfigError
+from robustdistill.errors import CheckpointError, ConfigError, one_line
 from robustdistill.models.base import Classifier
 from robustdistill.models.convert import convert_state_dict
 from robustdistill.models.registry import create
@@ -35,15 +35,6 @@ from robustdistill.utils import atomic_write_bytes
 FORMAT_VERSION = 1
 SPEC_FIELDS = ("arch", "num_classes", "in_channels", "kwargs", "mean", "std")
 _SHOWN = 3
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _short(error: BaseException, limit: int = 160) -> str:
-    text = _one_line(error) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _spec_path(path: Path) -> Path:
@@ -84,7 +75,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise CheckpointError(f"cannot read {what} {path}: {_short(error)}.") from None
+        raise CheckpointError(f"cannot read {what} {path}: {one_line(error, 160)}.") from None
     if not data:
         raise CheckpointError(f"{what} {path} is empty; it was probably not written completely.")
     return data
@@ -102,7 +93,7 @@ def _read_spec(spec_path: Path, weights_hint: Path | None) -> dict[str, Any]:
     try:
         record = json.loads(_read_bytes(spec_path, "model spec"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"model spec {spec_path} is not valid JSON ({_short(error)}).") from None
+        raise CheckpointError(f"model spec {spec_path} is not valid JSON ({one_line(error, 160)}).") from None
     if not isinstance(record, dict):
         raise CheckpointError(f"model spec {spec_path} is not a JSON object.")
     version = record.get("format_version")
@@ -169,7 +160,7 @@ def _rebuild(record: dict[str, Any], weights: Path, stored: int) -> Classifier:
         with torch.device("meta"):
             wanted = sum(t.numel() for t in build().state_dict().values())
     except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as error:
-        raise CheckpointError(f"cannot rebuild the model described by {where}: {_short(error)}") from None
+        raise CheckpointError(f"cannot rebuild the model described by {where}: {one_line(error, 160)}") from None
     if wanted != stored:
         raise CheckpointError(
             f"{where} describes a model of {wanted} values but the weights file holds {stored}; "
@@ -178,23 +169,23 @@ def _rebuild(record: dict[str, Any], weights: Path, stored: int) -> Classifier:
     try:
         return build()
     except (ConfigError, TypeError, ValueError, RuntimeError, MemoryError) as error:
-        raise CheckpointError(f"cannot rebuild the model described by {where}: {_short(error)}") from None
+        raise CheckpointError(f"cannot rebuild the model described by {where}: {one_line(error, 160)}") from None
 
 
 def _parse_safetensors(data: bytes, path: Path) -> dict[str, Tensor]:
     try:
         return st_load(data)
     except Exception as error:  # safetensors raises its own SafetensorError, or ValueError / OSError
-        raise CheckpointError(f"weights file {path} is truncated or corrupt ({_short(error)}).") from None
+        raise CheckpointError(f"weights file {path} is truncated or corrupt ({one_line(error, 160)}).") from None
 
 
 def _unpickling_reason(error: BaseException) -> str:
     """The informative paragraph of torch's long weights-only refusal message."""
     for paragraph in str(error).split("\n\n"):
-        text = _one_line(paragraph.split("WeightsUnpickler error:")[-1])
+        text = one_line(paragraph.split("WeightsUnpickler error:")[-1])
         if text and not text.startswith(("Weights only load failed", "Check the documentation")):
             return text if len(text) <= 120 else text[:117] + "..."
-    return _short(error, 120)
+    return one_line(error, 120)
 
 
 def _conversion_hint(path: Path) -> str:
@@ -227,7 +218,7 @@ def load_state_dict_file(path: str | os.PathLike[str], map_location: str | torch
             f"or is corrupt ({_unpickling_reason(error)}); " + _conversion_hint(path)
         ) from None
     except Exception as error:  # zip / pickle framing errors, EOF, bad magic number
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_short(error)}).") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({one_line(error, 160)}).") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict.")
     return dict(obj)

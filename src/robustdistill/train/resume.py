@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from robustdistill.config import RunConfig
-from robustdistill.errors import CheckpointError
+from robustdistill.errors import CheckpointError, one_line
 from robustdistill.runtime import distributed as dist
 from robustdistill.train.checkpoint import (
     checkpoint_path,
@@ -88,8 +88,7 @@ def resume(state: TrainingState, ckpt_dir: Path, device: torch.device) -> None:
     try:
         state.load_state_dict(saved)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
-        reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(f"checkpoint '{path}' does not fit this run: {reason}") from None
+        raise CheckpointError(f"checkpoint '{path}' does not fit this run: {one_line(error, 200)}") from None
     if dist.is_main():
         remove_temporaries(ckpt_dir)
 
