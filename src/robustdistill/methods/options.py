@@ -7,8 +7,9 @@
 
 Building one validates every field from its annotation and metadata (ConfigError on a wrong type, a
 value out of range or not among a `Literal`'s choices, with a did-you-mean) and then runs `check()`,
-the rules across fields. Values arrive as YAML and `--method-opt` give them: an integer for a float,
-an integral float or a numeric string for an integer, a list for a tuple; words are lower-cased.
+the rules across fields. Values are taken as YAML and `--method-opt` give them: an integer for a
+float, an integral float or a numeric string for an integer, a list for a tuple, a choice of a
+`Literal` in any case (stored lower-cased); booleans are not numbers and every float is finite.
 
 A field whose type is itself `Options` (a method's `attack`) is flat in the dict forms: `from_dict`
 takes its keys next to the method's own (unknown keys fail with a did-you-mean) and `to_dict` writes
@@ -282,8 +283,10 @@ class Options:
             value = getattr(self, item.name)
             if isinstance(value, Options):
                 nested.update(value.to_dict())
+            elif isinstance(value, (tuple, Mapping)):
+                out[item.name] = list(value) if isinstance(value, tuple) else dict(value)
             else:
-                out[item.name] = list(value) if isinstance(value, tuple) else value
+                out[item.name] = value
         return {**out, **nested}
 
     @classmethod
@@ -296,7 +299,8 @@ class Options:
             if item.name not in nested:
                 hint, bounds = hints[item.name], item.metadata.get("bounds", {})
                 allowed = ", ".join(map(str, _choices(hint))) or _bounds_text(bounds)
-                rows.append(OptionRow(item.name, defaults[item.name], _type_name(hint), allowed, item.metadata["help"]))
+                help_text = item.metadata.get("help", "")
+                rows.append(OptionRow(item.name, defaults[item.name], _type_name(hint), allowed, help_text))
         for inner in nested.values():
             rows.extend(row._replace(default=defaults[row.name]) for row in inner.table())
         return rows
