@@ -357,7 +357,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     facts = RunFacts(
         num_samples=len(datasets.train),  # memory banks and perturbation banks: one slot per sample
         student_dim=student_dim,
-        student_spec=student.spec,  # peeraid builds its peer from it
+        student_spec=getattr(student, "spec", None),  # peeraid builds its peer from it
         same_label_space=same_label_space,
     )
     method = create_method(cfg, teacher=teacher, natural_teacher=natural, facts=facts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from torch import Tensor, nn
 
@@ -79,14 +79,15 @@ class Method(nn.Module, ABC, Generic[OptionsT]):
 
     def __init__(
         self,
-        options: OptionsT,
+        options: OptionsT | None = None,
         *,
         teacher: nn.Module | None = None,
         natural_teacher: nn.Module | None = None,
         facts: RunFacts = RunFacts(),
     ) -> None:
         super().__init__()
-        self.options = options
+        # a method without options (as `Standard`) may be built as `Method()`: its options are the empty `Options`
+        self.options: OptionsT = options if options is not None else cast(OptionsT, Options())
         self.facts = facts
         if self.needs_teacher and teacher is None:
             raise ConfigError(f"method '{self.name}' needs a teacher: pass --teacher PATH")

@@ -66,9 +66,9 @@ class IGDM(Method[IGDMOptions]):
 
     def __init__(self, options: IGDMOptions, **context: Any) -> None:
         super().__init__(options, **context)
-        base = spec(options.base)
-        self.base = base.build(options.base_options(), teacher=self.teacher, facts=self.facts)
-        assert isinstance(self.base, AdversarialDistillation)
+        base = spec(options.base).build(options.base_options(), teacher=self.teacher, facts=self.facts)
+        assert isinstance(base, AdversarialDistillation)
+        self.base: AdversarialDistillation[Any] = base
 
     @property
     def weight(self) -> float:

@@ -109,7 +109,6 @@ class AdversarialPaths(Method[PathsOptions]):
             self._step_generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         self.untargeted = options.branches in ("both", "untargeted")
         self.targeted = options.branches in ("both", "targeted")
-        self._weighting = {"weighting": options.weighting, "gamma": options.gamma, "rho": options.rho}
         self._diagnostics = PathDiagnostics(self.branch_names, self.used_steps, options.attack.steps)
 
     # ------------------------------------------------------------------ the two branches
@@ -227,7 +226,8 @@ class AdversarialPaths(Method[PathsOptions]):
         y_columns = y.repeat(width // batch)
         log_probs = F.log_softmax(teacher_points.detach().float(), dim=1).view(n_steps, width, -1)
         log_reliability = log_probs.gather(2, y_columns.view(1, width, 1).expand(n_steps, width, 1)).squeeze(2)
-        weights = path_weights(kl_path, log_reliability, **self._weighting)
+        o = self.options
+        weights = path_weights(kl_path, log_reliability, weighting=o.weighting, gamma=o.gamma, rho=o.rho)
         per_sample = (weights * kl_path).sum(dim=0)  # (width,)
 
         loss = self.options.lambda_nat * kl_nat

@@ -7,6 +7,8 @@ mid-epoch restarts the averages); `report` turns them into floats once per epoch
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -64,7 +66,7 @@ class PathDiagnostics:
         """The means since the last report (then reset); empty when no batch was added."""
         if self.samples == 0:
             return {}
-        values = {key: value.detach().double().cpu().tolist() for key, value in self.sums.items()}
+        values: dict[str, Any] = {key: value.detach().double().cpu().tolist() for key, value in self.sums.items()}
         counts = values["step_samples"]
         out: dict[str, float] = {}
         for b, name in enumerate(self.branch_names):

@@ -42,7 +42,7 @@ __all__ = [
 #: attack settings that belong to the run (its `eps`, `step_size`, `steps`, `norm`), not to `method_opts`
 RUN_ATTACK_KEYS = ("eps", "step_size", "steps", "norm")
 
-METHODS: Registry[type[Method[Any]]] = Registry("method")
+METHODS: Registry[Method[Any]] = Registry("method")
 _SPECS: dict[str, MethodSpec] = {}
 
 
