@@ -15,7 +15,7 @@ from robustdistill import data, methods
 from robustdistill.attacks import PerturbationBank, get_threat, shared_random_starts
 from robustdistill.config import RunConfig
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings
+from robustdistill.methods import AttackOptions, AttackSettings
 from robustdistill.train import fit
 from tests.conftest import tiny_cnn
 
@@ -45,8 +45,8 @@ def test_first_attack_is_plain_pgd_and_the_bank_keeps_its_perturbation():
     model = Counting()
     x, y = _batch()
     index = torch.tensor([7, 2, 9, 0, 4, 5])
-    plain = AttackSettings(eps=EPS, steps=3)
-    reuse = AttackSettings(eps=EPS, steps=3, reuse_steps=1, num_samples=10)
+    plain = AttackSettings(AttackOptions(eps=EPS, steps=3))
+    reuse = AttackSettings(AttackOptions(eps=EPS, steps=3, reuse_steps=1), num_samples=10)
     with shared_random_starts(11):
         expected = plain.perturb(model, x, y, index)
     with shared_random_starts(11):
@@ -62,7 +62,7 @@ def test_the_next_attack_starts_from_the_stored_point_with_reuse_steps():
     model = Counting()
     x, y = _batch()
     index = torch.arange(6)
-    settings = AttackSettings(eps=EPS, steps=5, reuse_steps=2, num_samples=6)
+    settings = AttackSettings(AttackOptions(eps=EPS, steps=5, reuse_steps=2), num_samples=6)
     settings.perturb(model, x, y, index)
     assert model.calls == 5
     stored = settings.bank.delta.clone()
@@ -88,7 +88,7 @@ def test_the_next_attack_starts_from_the_stored_point_with_reuse_steps():
 def test_a_batch_with_an_unseen_sample_runs_every_step_from_mixed_starts():
     model = Counting()
     x, y = _batch()
-    settings = AttackSettings(eps=EPS, steps=4, reuse_steps=1, num_samples=10)
+    settings = AttackSettings(AttackOptions(eps=EPS, steps=4, reuse_steps=1), num_samples=10)
     settings.perturb(model, x[:3], y[:3], torch.tensor([0, 1, 2]))
     model.calls = 0
     threat = get_threat("linf")
@@ -104,7 +104,7 @@ def test_starts_stay_in_the_ball_and_the_image_range_on_a_new_view():
     model = Counting()
     x, y = _batch(32)
     index = torch.arange(32)
-    settings = AttackSettings(eps=EPS, steps=3, reuse_steps=1, num_samples=32)
+    settings = AttackSettings(AttackOptions(eps=EPS, steps=3, reuse_steps=1), num_samples=32)
     settings.perturb(model, x, y, index)
     shifted = torch.roll(x, shifts=1, dims=3)  # another augmented view of the same samples
     shifted[:4] = 0.0  # and some at the border of the image range
@@ -121,7 +121,7 @@ def test_the_bank_is_keyed_by_dataset_index_across_shuffled_epochs(digits_train)
     model = Counting()
     dataset = data.subset(digits_train, 40, seed=1)
     loader = data.Loader(dataset, 8, shuffle=True, seed=5)
-    settings = AttackSettings(eps=EPS, steps=2, reuse_steps=1, num_samples=len(dataset))
+    settings = AttackSettings(AttackOptions(eps=EPS, steps=2, reuse_steps=1), num_samples=len(dataset))
     found: dict[int, torch.Tensor] = {}
     loader.set_epoch(0)
     for x, y, index in loader:
@@ -141,7 +141,8 @@ def test_the_bank_is_keyed_by_dataset_index_across_shuffled_epochs(digits_train)
 def test_reuse_is_an_option_of_every_method_that_attacks_the_student():
     x, y = _batch(8)
     index = torch.tensor([3, 1, 4, 0, 5, 9, 2, 6])
-    for name in ("pgd-at", "fgsm-rs", "trades", "mart", "ard", "iad", "rslad", "adaad", "mtard", "gacd"):
+    attacking = ("pgd-at", "fgsm-rs", "trades", "mart", "ard", "iad", "rslad", "adaad", "mtard", "gacd", "dgad", "saad")
+    for name in attacking:
         options: dict = {"eps": EPS, "reuse_steps": 1, "num_samples": 10}
         if name not in ("pgd-at", "fgsm-rs", "trades", "mart"):
             options["teacher"] = tiny_cnn(seed=2)
@@ -160,28 +161,30 @@ def test_reuse_is_an_option_of_every_method_that_attacks_the_student():
         assert bank.seen.tolist() == [i in index.tolist() for i in range(10)], name
         assert (bank.delta.abs() <= EPS + 1e-6).all(), name
         assert "attack.bank._extra_state" in method.state_dict(), name
-        assert method.options()["reuse_steps"] == 1, name
-    with pytest.raises(ConfigError, match="reuse_steps"):
+        assert method.options.to_dict()["reuse_steps"] == 1, name
+    with pytest.raises(ConfigError, match="has no option 'reuse_steps'"):
         methods.create("paths", teacher=tiny_cnn(), reuse_steps=1)  # paths aligns the path from x: no reuse
+    with pytest.raises(ConfigError, match=r"reuse_steps.*in \[0, 1\]"):
+        methods.create("fgsm-rs", reuse_steps=2, num_samples=10)  # one attack step
 
 
 def test_reuse_options_are_validated():
     with pytest.raises(ConfigError, match=r"reuse_steps.*0\.\.steps"):
-        AttackSettings(eps=EPS, steps=3, reuse_steps=4, num_samples=10)
+        AttackSettings(AttackOptions(eps=EPS, steps=3, reuse_steps=4), num_samples=10)
     for bad in (-1, True, 1.5):
         with pytest.raises(ConfigError, match="reuse_steps"):
-            AttackSettings(eps=EPS, steps=3, reuse_steps=bad, num_samples=10)
+            AttackSettings(AttackOptions(eps=EPS, steps=3, reuse_steps=bad), num_samples=10)
     with pytest.raises(ConfigError, match="num_samples"):
         methods.create("pgd-at", eps=EPS, reuse_steps=1)
     with pytest.raises(ConfigError, match="num_samples >= 1"):
         PerturbationBank(0)
-    settings = AttackSettings(eps=EPS, steps=2, reuse_steps=1, num_samples=4)
+    settings = AttackSettings(AttackOptions(eps=EPS, steps=2, reuse_steps=1), num_samples=4)
     x, y = _batch(2)
     with pytest.raises(ConfigError, match="out of range"):
         settings.perturb(Counting(), x, y, torch.tensor([1, 4]))
     with pytest.raises(ConfigError, match="dataset index"):
         settings.perturb(Counting(), x, y, None)
-    assert AttackSettings(eps=EPS).bank is None and "reuse_steps" not in AttackSettings(eps=EPS).as_dict()
+    assert AttackSettings(AttackOptions(eps=EPS)).bank is None
 
 
 def test_the_bank_round_trips_through_the_state_dict_and_checks_its_size():

@@ -21,7 +21,6 @@ from robustdistill.attacks import (
     FeatureLoss,
     KLToModel,
     KLToSoftLabels,
-    pgd_path,
 )
 from robustdistill.errors import ConfigError
 
@@ -284,22 +283,14 @@ def test_pgd_path_dual_branch_in_one_batch(model: MLP, test_set: tuple[torch.Ten
     x, y = test_set
     t = random_targets(y)
     b = len(x)
-    sign = torch.cat([torch.ones(b), -torch.ones(b)])
-    out = torch.empty(10, 2 * b, *x.shape[1:])
+    sign = torch.cat([torch.ones(b), -torch.ones(b)])  # the loss sets each row's direction
+
+    def dual(m: nn.Module, u: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(u), labels, reduction="none") * sign
+
     eps = 2 * EPS
-    path = pgd_path(
-        model,
-        torch.cat([x, x]),
-        torch.cat([y, t]),
-        "ce",
-        eps=eps,
-        step_size=eps / 4,
-        steps=10,
-        sign=sign,
-        generator=torch.Generator().manual_seed(0),
-        out=out,
-    )
-    assert path is out
+    path = PGD(model, eps=eps, steps=10, loss=dual, record_path=True, seed=0)(torch.cat([x, x]), torch.cat([y, t]))
+    assert path.shape == (10, 2 * b, *x.shape[1:])
     assert_in_threat(path, torch.cat([x, x]), eps, "linf")
     path_u, path_t = path[:, :b], path[:, b:]
     with torch.no_grad():
@@ -314,11 +305,31 @@ def test_pgd_path_dual_branch_in_one_batch(model: MLP, test_set: tuple[torch.Ten
 def test_pgd_path_from_a_given_start(model: MLP, test_set: tuple[torch.Tensor, ...]) -> None:
     x, y = test_set
     start = x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    a = pgd_path(model, x, y, "ce", eps=EPS, step_size=EPS / 4, steps=3, random_start=False, start=start)
-    b = pgd_path(model, x, y, "ce", eps=EPS, step_size=EPS / 4, steps=3, start=start)
+    a = PGD(model, eps=EPS, steps=3, random_start=False, record_path=True)(x, y, start=start)
+    b = PGD(model, eps=EPS, steps=3, record_path=True)(x, y, start=start)
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # the start makes the random-start choice irrelevant
-    c = PGD(model, eps=EPS, steps=3, record_path=True)(x, y, start=start)
-    torch.testing.assert_close(a, c, rtol=0, atol=0)
+    torch.testing.assert_close(a[-1], PGD(model, eps=EPS, steps=3)(x, y, start=start), rtol=0, atol=0)
+
+
+def test_an_unfrozen_attack_runs_the_model_as_it_is_and_keeps_the_graph(model: MLP, test_set) -> None:
+    """`freeze=False`: training mode and live parameters; a loss may keep its logits for a training loss."""
+    x, y = test_set[0][:16], test_set[1][:16]
+    model = copy.deepcopy(model).requires_grad_(True).train()  # a model in training
+    kept: list[torch.Tensor] = []
+    modes: list[bool] = []
+
+    def keeping(m: nn.Module, u: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        modes.append(m.training and all(p.requires_grad for p in m.parameters()))
+        logits = m(u)
+        kept.append(logits)
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    live = PGD(model, eps=EPS, steps=3, loss=keeping, freeze=False, record_path=True, seed=4)(x, y)
+    frozen = PGD(model, eps=EPS, steps=3, record_path=True, seed=4)(x, y)
+    assert modes == [True] * 3 and len(kept) == 3
+    torch.testing.assert_close(live, frozen, rtol=0, atol=0)  # no train-mode-dependent layer: the same path
+    sum(logits.sum() for logits in kept).backward()  # each step's graph is still there
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
 # ---------------------------------------------------------------- inner losses through PGD
@@ -515,8 +526,6 @@ def test_bad_call_arguments_raise_config_error(model: MLP, test_set: tuple[torch
         PGD(model, eps=EPS)(x, y, start=x[:2])
     with pytest.raises(ConfigError):
         PGD(object(), eps=EPS)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        pgd_path(model, x, y, "ce", eps=EPS, step_size=0.01, steps=2, sign=torch.ones(3))
     with pytest.raises(TypeError):
         PGD(model, 0.1)  # type: ignore[misc]  # eps is keyword-only
 

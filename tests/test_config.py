@@ -68,3 +68,25 @@ def test_round_trip_through_yaml(tmp_path):
 def test_milestones_as_fractions_or_epochs():
     assert load_config(flags={"epochs": 100, "milestones": [0.5, 0.75]}).milestone_epochs() == [50, 75]
     assert load_config(flags={"epochs": 200, "milestones": [100, 150]}).milestone_epochs() == [100, 150]
+
+
+def test_config_yaml_of_runs_before_and_after_method_options_both_load(tmp_path):
+    old = load_config(flags={"method": "ard", "method_opts": {"tau": 10}})
+    path = tmp_path / "config.yaml"
+    path.write_text(old.to_yaml().replace("method_options: null\n", ""))  # a run of an earlier version
+    assert "method_options" not in path.read_text() and load_config(path).method_options is None
+    recorded = {"tau": 10.0, "alpha": 1.0, "eps": 0.1, "step_size": None, "steps": 10, "norm": "linf", "reuse_steps": 0}
+    new = old.model_copy(update={"method_options": recorded})
+    path.write_text(new.to_yaml())
+    assert load_config(path) == new and load_config(path).method_options == recorded
+
+
+def test_the_run_eps_is_the_method_eps():
+    from robustdistill import methods
+
+    cfg = load_config(flags={"data": "fashion-mnist", "method": "trades", "steps": 3})
+    options = methods.resolve_run_options(cfg.method, cfg.method_opts, cfg.attack_options())
+    assert (options.attack.eps, options.attack.steps) == (cfg.eps, 3) == (pytest.approx(0.1), 3)
+    bad = load_config(flags={"data": "fashion-mnist", "method": "trades", "method_opts": {"eps": 0.3}})
+    with pytest.raises(ConfigError, match="'eps' is a setting of the run"):
+        methods.resolve_run_options(bad.method, bad.method_opts, bad.attack_options())

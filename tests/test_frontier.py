@@ -143,9 +143,9 @@ def test_entries_cover_the_issue_and_build(records):
     assert table["ard-reuse"][1] == {"reuse_steps": 2} and frontier.entries(5)["ard-reuse"][1] == {"reuse_steps": 1}
     assert table["paths-final"][1] == {"aligned_steps": "10"}
     teacher = tiny_cnn(seed=2)
-    facts = {"eps": 0.1, "steps": 10, "num_samples": 100}  # what the run fills in where a method takes it
+    run_attack = {"eps": 0.1, "step_size": None, "steps": 10, "norm": "linf"}  # what the run fills in
     for method, options, needs_teacher, _ in table.values():
-        known = methods.option_names(method)
+        resolved = methods.resolve_run_options(method, options, run_attack)
         extra = {"teacher": teacher} if needs_teacher else {}
-        built = methods.create(method, **extra, **{k: v for k, v in facts.items() if k in known}, **options)
-        assert all(built.options()[k] == v for k, v in options.items() if k != "aligned_steps")
+        built = methods.spec(method).build(resolved, **extra, facts=methods.RunFacts(num_samples=100))
+        assert all(built.options.to_dict()[k] == v for k, v in options.items() if k != "aligned_steps")

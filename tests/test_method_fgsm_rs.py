@@ -36,9 +36,9 @@ def test_registered_as_a_teacher_objective_with_the_papers_step():
     assert isinstance(method, FGSMRS) and method.name == "fgsm-rs" and not method.needs_teacher
     assert isinstance(methods.create("fast-at"), FGSMRS)
     assert method.attack.steps == 1 and method.attack.step_size == pytest.approx(1.25 * EPS)
-    assert method.options() == {"eps": EPS, "step_size": pytest.approx(1.25 * EPS), "norm": "linf"}
+    assert method.options.to_dict() == {"eps": EPS, "step_size": None, "norm": "linf", "reuse_steps": 0}
     assert methods.create("fgsm-rs", eps=EPS, step_size=0.05).attack.step_size == 0.05
-    assert set(methods.option_names("fgsm-rs")) == {"eps", "step_size", "norm", "reuse_steps", "num_samples"}
+    assert set(methods.spec("fgsm-rs").options.keys()) == {"eps", "step_size", "norm", "reuse_steps"}
     with pytest.raises(ConfigError, match="has no option 'steps'"):
         methods.create("fgsm-rs", steps=3)
     with pytest.raises(ConfigError, match="eps"):

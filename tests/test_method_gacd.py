@@ -21,8 +21,8 @@ from robustdistill.errors import ConfigError
 from robustdistill.evaluate import structure
 from robustdistill.evaluate.probe import fit_linear, linear_probe
 from robustdistill.evaluate.structure import correlation_distance, linear_cka, structure_report
-from robustdistill.methods.base import AttackSettings
-from robustdistill.methods.contrast import MemoryBank, estimate_log_z, infonce_loss, nce_loss
+from robustdistill.methods import AttackSettings
+from robustdistill.methods.contrast import MemoryBank, estimate_log_z, infonce_loss, nce_loss_from_scores
 from robustdistill.methods.gacd import logits_and_features
 
 # ---------------------------------------------------------------------------------------------
@@ -127,14 +127,9 @@ def test_nce_loss_equals_crd_formula(log_z):
     anchor = [[1.0, 0.0], [0.6, 0.8]]
     positive = [[0.8, 0.6], [0.0, 1.0]]
     negatives = [[[0.0, 1.0], [-1.0, 0.0]], [[1.0, 0.0], [0.6, -0.8]]]
-    got = nce_loss(
-        torch.tensor(anchor),
-        torch.tensor(positive),
-        torch.tensor(negatives),
-        temperature=0.5,
-        num_samples=10,
-        log_z=log_z,
-    )
+    scores_pos = (torch.tensor(anchor) * torch.tensor(positive)).sum(dim=1)
+    scores_neg = torch.einsum("bkd,bd->bk", torch.tensor(negatives), torch.tensor(anchor))
+    got = nce_loss_from_scores(scores_pos, scores_neg, temperature=0.5, num_samples=10, log_z=log_z)
     z = math.exp(log_z)
     expected = [nce_by_hand(anchor[i], positive[i], negatives[i], 0.5, 10, z) for i in range(2)]
     assert got.shape == (2,)
@@ -491,7 +486,7 @@ def test_cross_task_runs_with_reweighting_off_and_a_warning():
             eps=0.1,
             steps=2,
         )
-    assert method.reweight == "none" and not method.options()["same_label_space"]
+    assert method.options.reweight == "none" and not method.facts.same_label_space  # what trains is recorded
     x, y = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 0])
     out = method.compute(student, x, y, torch.arange(4))
     assert out["weight_mean"].item() == 1.0
@@ -549,10 +544,8 @@ def test_configuration_errors_and_options():
         "step_size",
         "steps",
         "norm",
-        "num_samples",
-        "student_dim",
-        "same_label_space",
-    } <= set(methods.option_names("gacd"))
+        "reuse_steps",
+    } == set(methods.spec("gacd").options.keys())  # student_dim, num_samples, same_label_space: RunFacts
     with pytest.raises(ConfigError, match="student_dim"):
         methods.create("gacd", teacher=teacher, num_samples=10)
     with pytest.raises(ConfigError, match="num_samples"):
@@ -571,7 +564,7 @@ def test_configuration_errors_and_options():
         with pytest.raises(ConfigError):
             make(**bad)
     infonce = methods.create("gacd", teacher=teacher, student_dim=5, estimator="infonce")
-    assert infonce.memory is None and infonce.options()["estimator"] == "infonce"
+    assert infonce.memory is None and infonce.options.estimator == "infonce"
     with pytest.warns(UserWarning, match="nce_k"):
         make(num_samples=4, nce_k=8)
 

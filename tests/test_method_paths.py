@@ -15,16 +15,12 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from robustdistill import methods
-from robustdistill.attacks import distance, shared_random_starts
+from robustdistill.attacks import PGD, distance, kl_div, shared_random_starts
 from robustdistill.errors import ConfigError
 from robustdistill.methods import paths as paths_module
-from robustdistill.methods.paths import (
-    AdversarialPaths,
-    choose_targets,
-    parse_aligned_steps,
-    path_weights,
-    train_mode_dependent,
-)
+from robustdistill.methods.paths import AdversarialPaths
+from robustdistill.methods.paths_branches import choose_targets, train_mode_dependent
+from robustdistill.methods.paths_steps import parse_aligned_steps, path_weights
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
@@ -77,18 +73,34 @@ def known_path(steps: int, rows: int, seed: int = 0) -> torch.Tensor:
     return torch.rand((steps, rows, 1, 2, 2), generator=generator).mul(100).round().div(100)
 
 
+def pgd_call(attack: PGD, x: torch.Tensor, labels: torch.Tensor) -> dict:
+    """What one call of the PGD engine was asked: its settings, inputs, labels and each row's direction."""
+    return {
+        "model": attack.model,
+        "x": x.clone(),
+        "labels": labels.clone(),
+        "sign": attack.loss.sign.clone(),  # the paths objective's per-row sign (+1 ascend, -1 descend)
+        "eps": attack.eps,
+        "step_size": attack.step_size,
+        "steps": attack.steps,
+        "norm": attack.norm,
+        "random_start": attack.random_start,
+        "record_path": attack.record_path,
+    }
+
+
 @pytest.fixture
 def fake_path(monkeypatch):
-    """Replace the attack engine's `pgd_path` inside the method by one returning `state["path"]`."""
+    """Replace the PGD engine's call by one returning `state["path"]`."""
     state: dict = {"calls": []}
 
-    def fake(model, x, labels, loss_fn, **kwargs):
-        state["calls"].append({"x": x.clone(), "labels": labels.clone(), **kwargs})
+    def fake(attack, x, labels, **kwargs):
+        state["calls"].append(pgd_call(attack, x, labels))
         path = state["path"]
         assert path.shape[1] == x.shape[0]
         return path.clone()
 
-    monkeypatch.setattr(paths_module, "pgd_path", fake)
+    monkeypatch.setattr(PGD, "__call__", fake)
     return state
 
 
@@ -150,7 +162,7 @@ def test_registered_under_name_and_alias():
     assert isinstance(methods.create("paths", teacher=teacher, eps=0.1), AdversarialPaths)
     with pytest.raises(ConfigError, match="teacher"):
         methods.create("paths", eps=0.1)
-    assert set(methods.option_names("paths")) == {
+    assert set(methods.spec("paths").options.keys()) == {
         "inner_loss", "target", "aligned_steps", "weighting", "gamma", "rho", "lambda_nat", "lambda_u",
         "lambda_t", "branches", "chunk_size", "sample_steps", "share_forward", "eps", "step_size", "steps", "norm",
     }  # fmt: skip
@@ -163,13 +175,13 @@ def test_both_branches_run_as_one_pgd_batch(digits, models, monkeypatch):
     teacher, student = models
     x, y = batch(digits, 8)
     calls = []
-    real = paths_module.pgd_path
+    real = PGD.__call__
 
-    def spy(model, xx, labels, loss_fn, **kwargs):
-        calls.append({"model": model, "x": xx, "labels": labels, **kwargs})
-        return real(model, xx, labels, loss_fn, **kwargs)
+    def spy(attack, xx, labels, **kwargs):
+        calls.append(pgd_call(attack, xx, labels))
+        return real(attack, xx, labels, **kwargs)
 
-    monkeypatch.setattr(paths_module, "pgd_path", spy)
+    monkeypatch.setattr(PGD, "__call__", spy)
     method = methods.create("paths", teacher=teacher, target="teacher-runner-up", eps=0.1, step_size=0.02, steps=4)
     method.compute(student, x, y, torch.arange(8))
     assert len(calls) == 1
@@ -181,7 +193,7 @@ def test_both_branches_run_as_one_pgd_batch(digits, models, monkeypatch):
     assert torch.equal(call["labels"][8:], runner_up)
     assert call["sign"].tolist() == [1.0] * 8 + [-1.0] * 8
     assert (call["eps"], call["step_size"], call["steps"], call["norm"]) == (0.1, 0.02, 4, "linf")
-    assert call["random_start"] == "uniform"
+    assert call["random_start"] == "uniform" and call["record_path"]
 
     for branches, labels, sign in (("untargeted", y, 1.0), ("targeted", runner_up, -1.0)):
         calls.clear()
@@ -225,7 +237,7 @@ def test_kl_inner_losses_push_the_student_away_from_the_teacher(digits, models, 
         teacher_clean = teacher(x)
         path = method.generate_paths(student, x, y, None, teacher_clean)
         reference = (lambda u: teacher_clean) if inner_loss == "kl-clean" else teacher
-        gaps = [methods.kl_div(reference(u), student(u)).mean().item() for u in (x, path[0], path[-1])]
+        gaps = [kl_div(reference(u), student(u)).mean().item() for u in (x, path[0], path[-1])]
     assert gaps[0] < gaps[1] < gaps[2], gaps
 
 
@@ -568,17 +580,19 @@ def test_options_round_trip():
     method = methods.create(
         "paths", teacher=teacher, inner_loss="KL-Moving", aligned_steps="2,4", weighting="uniform", steps=4, eps=0.1
     )
-    options = method.options()
+    options = method.options.to_dict()
     assert options["inner_loss"] == "kl-moving" and options["aligned_steps"] == [2, 4]
-    assert options["step_size"] == pytest.approx(0.025)
+    assert options["step_size"] is None and method.attack.step_size == pytest.approx(0.025)
     json.dumps(options)
-    assert methods.create("paths", teacher=teacher, **options).options() == options
-    assert methods.create("paths", teacher=teacher).options()["aligned_steps"] == "all"
-    defaults = methods.create("paths", teacher=teacher).options()
+    assert methods.create("paths", teacher=teacher, **options).options.to_dict() == options
+    assert methods.create("paths", teacher=teacher, aligned_steps=[1, 2, 3, 4], steps=4).options.aligned_steps == "all"
+    defaults = methods.create("paths", teacher=teacher).options.to_dict()
+    assert defaults["aligned_steps"] == "all"
     assert defaults["lambda_nat"] == pytest.approx(1 / 6) and defaults["lambda_u"] == pytest.approx(5 / 12)
     assert (defaults["target"], defaults["weighting"], defaults["branches"]) == ("random", "adaptive", "both")
-    with pytest.warns(UserWarning, match="swapped"):
-        methods.create("paths", teacher=teacher, eps=0.01, step_size=0.1, steps=3)
+    swapped = methods.create("paths", teacher=teacher, eps=0.01, step_size=0.1, steps=3)
+    with pytest.warns(UserWarning, match="swapped"):  # PGD's one check, at the attack
+        swapped.compute(Linear(W_S), X, Y, torch.arange(2))
 
 
 # ---------------------------------------------------------------------------------------------- cheap configurations
@@ -684,8 +698,8 @@ def test_sampled_steps_are_a_seeded_subset_per_batch_that_resumes_exactly(models
     resumed = methods.create("paths", teacher=teacher, eps=0.1, steps=6, aligned_steps="2,3,4,5,6", sample_steps=2)
     resumed.load_state_dict(state)
     assert [resumed.draw_steps() for _ in range(5)] == expected
-    assert method.options()["sample_steps"] == 2
-    assert "sample_steps" not in methods.create("paths", teacher=teacher).options()
+    assert method.options.sample_steps == 2
+    assert methods.create("paths", teacher=teacher).options.sample_steps == 0
 
 
 def test_sampled_steps_diagnostics_average_each_step_over_the_batches_it_was_drawn(digits, models):

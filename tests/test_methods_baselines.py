@@ -15,7 +15,7 @@ from robustdistill import methods
 from robustdistill.attacks import CrossEntropy, KLToModel, KLToSoftLabels, resolve_loss
 from robustdistill.attacks.pgd import resolve_start
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings
+from robustdistill.methods import AttackSettings
 
 X = torch.tensor([[[[0.2, 0.4], [0.6, 0.8]]], [[[0.9, 0.1], [0.3, 0.5]]]])
 X_ADV = torch.tensor([[[[0.3, 0.3], [0.5, 0.9]]], [[[0.8, 0.2], [0.2, 0.6]]]])
@@ -115,7 +115,7 @@ def only_call(calls: list[dict], student: nn.Module) -> dict:
 def test_kd_formula_with_defaults(fixed_attack):
     student, teacher = Linear(W_S), Linear(W_T)
     method = methods.create("kd", teacher=teacher)
-    assert method.options() == {"tau": 4.0, "alpha": 0.9}
+    assert method.options.to_dict() == {"tau": 4.0, "alpha": 0.9}
     out = method.compute(student, X, Y, INDEX)
     expected = 0.9 * 4.0**2 * kl_mean(W_T, X, W_S, X, 4.0) + 0.1 * ce_mean(W_S, X)
     assert out["loss"].item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
@@ -144,9 +144,11 @@ def test_ard_formula(fixed_attack, alpha):
 
 
 def test_ard_defaults():
-    options = methods.create("ard", teacher=Linear(W_T)).options()
+    method = methods.create("ard", teacher=Linear(W_T))
+    options = method.options.to_dict()
     assert options["tau"] == 30.0 and options["alpha"] == 1.0
-    assert options["eps"] == pytest.approx(8 / 255) and options["step_size"] == pytest.approx(2 / 255)
+    assert options["eps"] == pytest.approx(8 / 255) and options["step_size"] is None  # None: eps / 4
+    assert method.attack.step_size == pytest.approx(2 / 255)
     assert options["steps"] == 10
 
 
@@ -191,13 +193,13 @@ def test_iad_separate_introspection_weight(fixed_attack):
     out = method.compute(Linear(W_S), X, Y, INDEX)
     expected = 1.0 * kl_mean(W_T, X, W_S, X_ADV) + 2.5 * iad_introspection(0.1)
     assert out["loss"].item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
-    assert method.options()["alpha_intro"] == 2.5
+    assert method.options.alpha_intro == 2.5 and method.options.introspection_weight == 2.5
 
 
 def test_iad_defaults_follow_the_official_script():
-    options = methods.create("iad", teacher=Linear(W_T), alpha=0.6).options()
-    assert options["tau"] == 1.0 and options["beta"] == 0.1 and options["warmup_epochs"] == 60
-    assert options["alpha_intro"] == 0.6  # resolved: the same alpha as the teacher term
+    options = methods.create("iad", teacher=Linear(W_T), alpha=0.6).options
+    assert options.tau == 1.0 and options.beta == 0.1 and options.warmup_epochs == 60
+    assert options.alpha_intro is None and options.introspection_weight == 0.6  # the same alpha as the teacher term
 
 
 def test_iad_introspection_gradient_reaches_the_clean_student_output(fixed_attack):
@@ -342,7 +344,7 @@ def test_mtard_weight_moves_to_the_branch_that_falls_slower(fixed_attack, better
 
 def test_mtard_weight_lr_decays_at_milestones(fixed_attack):
     method, _, _ = mtard_method(weight_lr=0.2, weight_lr_milestones=[3, 1], weight_lr_decay=0.5)
-    assert method.options()["weight_lr_milestones"] == [1, 3]
+    assert method.options.weight_lr_milestones == (1, 3) and method.options.to_dict()["weight_lr_milestones"] == [1, 3]
     lrs = []
     for epoch in range(5):
         method.on_epoch_start(epoch)
@@ -493,8 +495,8 @@ def test_a_teacher_is_required(name):
 def test_options_round_trip():
     for name in SMOKE:
         method = with_teachers(name)
-        rebuilt = with_teachers(name, **method.options())
-        assert rebuilt.options() == method.options()
+        rebuilt = with_teachers(name, **method.options.to_dict())
+        assert rebuilt.options == method.options
 
 
 def test_mtard_update_under_a_process_group(fixed_attack, tmp_path):

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from robustdistill import methods, models
-from robustdistill.attacks import KLToModel, KLToSoftLabels
+from robustdistill.attacks import KLToModel, KLToSoftLabels, kl_div
 from robustdistill.config import RunConfig
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings
+from robustdistill.methods import AttackSettings
 from robustdistill.methods.saad import CorrectedTeacherKL, renyi_entropy
 from robustdistill.train import fit, read_metrics
 from robustdistill.train.checkpoint import latest_valid_checkpoint, list_checkpoints
@@ -112,7 +112,9 @@ def test_igdm_adds_the_ramped_logit_difference_term_to_its_base(fixed_attack, ba
 
 def test_igdm_ramp_and_base_attack(fixed_attack):
     method = methods.create("igdm", teacher=Linear(W_T))
-    assert method.options()["alpha"] == 1.0 and method.ramp_epochs == 200 and method.base_name == "adaad"
+    options = method.options
+    assert options.alpha == 1.0 and options.ramp_epochs == 200 and options.base == "adaad"
+    assert options.base_opts == {"alpha": 1.0}  # the base's own options, resolved
     method.on_epoch_start(0)
     assert method.weight == pytest.approx(1 / 200)
     method.on_epoch_start(199)
@@ -181,7 +183,7 @@ def test_saad_formula(fixed_attack, beta, order):
 
 def test_saad_defaults_follow_the_official_script():
     method = methods.create("saad", teacher=Linear(W_T))
-    assert method.options() == {
+    assert method.options.to_dict() == {
         "lambda_inner": 1.0,
         "entropy_scale": 5.0,
         "entropy_order": 1.0,
@@ -189,10 +191,12 @@ def test_saad_defaults_follow_the_official_script():
         "ramp_epochs": 200,
         "beta": 0.0,
         "eps": pytest.approx(8 / 255),
-        "step_size": pytest.approx(2 / 255),
+        "step_size": None,
         "steps": 10,
         "norm": "linf",
+        "reuse_steps": 0,
     }
+    assert method.attack.step_size == pytest.approx(2 / 255)
 
 
 # -------------------------------------------------------------------------------------------- dgad
@@ -288,9 +292,9 @@ def test_peeraid_each_network_gets_the_gradient_of_its_own_loss(fixed_attack):
     s_adv = student.layer(X_ADV.flatten(1))
     p_adv = method.peer.layer(X_ADV.flatten(1))
     s_clean = student.layer(X.flatten(1))
-    loss_peer = nn.functional.cross_entropy(p_adv, Y) + 0.1 * methods.kl_batchmean(s_adv.detach(), p_adv)
+    loss_peer = nn.functional.cross_entropy(p_adv, Y) + 0.1 * kl_div(s_adv.detach(), p_adv).mean()
     (peer_grad,) = torch.autograd.grad(loss_peer, method.peer.layer.weight)
-    loss_student = 25 * (methods.kl_batchmean(p_adv.detach(), s_adv, 5.0) + methods.kl_batchmean(s_clean, s_adv, 5.0))
+    loss_student = 25 * (kl_div(p_adv.detach(), s_adv, 5.0).mean() + kl_div(s_clean, s_adv, 5.0).mean())
     (student_grad,) = torch.autograd.grad(loss_student, student.layer.weight)
     assert torch.allclose(method.peer.layer.weight.grad, peer_grad, atol=1e-6)
     assert torch.allclose(student.layer.weight.grad, student_grad, atol=1e-6)
@@ -394,7 +398,7 @@ def test_options_round_trip(name):
     spec = models.create("smallcnn", num_classes=3, in_channels=1, width=0.25, hidden=8).spec
     kwargs = {"student_spec": spec} if name == "peeraid" else {"teacher": Linear(W_T)}
     method = methods.create(name, **kwargs)
-    assert methods.create(name, **{**kwargs, **method.options()}).options() == method.options()
+    assert methods.create(name, **{**kwargs, **method.options.to_dict()}).options == method.options
 
 
 # ------------------------------------------------------------------------------------ command line

@@ -8,7 +8,7 @@ from torch import nn
 
 from robustdistill import methods
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings
+from robustdistill.methods import AttackSettings
 
 X = torch.tensor([[[[0.2, 0.4], [0.6, 0.8]]], [[[0.9, 0.1], [0.3, 0.5]]]])
 X_ADV = torch.tensor([[[[0.3, 0.3], [0.5, 0.9]]], [[[0.8, 0.2], [0.2, 0.6]]]])

@@ -107,20 +107,19 @@ def test_recipe_is_valid(path: Path) -> None:
     # model, method and its options
     assert cfg.model in models.available() or parse_wrn(cfg.model) is not None
     assert cfg.method in methods.available()
-    unknown = set(cfg.method_opts) - set(methods.option_names(cfg.method))
-    assert not unknown, f"method '{cfg.method}' has no option(s) {sorted(unknown)}"
+    methods.resolve_run_options(cfg.method, cfg.method_opts, cfg.attack_options())  # known keys, valid values
     # schedule inside the run
     assert cfg.schedule == "piecewise" and all(0 < m < cfg.epochs for m in cfg.milestone_epochs())
     # teachers: placeholders naming teacher recipes of this project
-    cls = methods.method_class(cfg.method)
-    if cls.needs_teacher:
+    entry = methods.spec(cfg.method)
+    if entry.needs_teacher:
         teacher = teacher_recipe(cfg.teacher or "")
-        assert teacher.model == TEACHER_ARCH and not methods.method_class(teacher.method).needs_teacher
-        if cls.same_label_space:
+        assert teacher.model == TEACHER_ARCH and methods.spec(teacher.method).role == "objective"
+        if entry.same_label_space:
             assert num_classes(teacher) == num_classes(cfg)
     else:
         assert cfg.teacher is None
-    if cls.needs_natural_teacher:
+    if entry.needs_natural_teacher:
         natural = teacher_recipe(cfg.natural_teacher or "")
         assert natural.method == "standard" and num_classes(natural) == num_classes(cfg)
     else:
@@ -135,22 +134,19 @@ def build_run(path: Path) -> tuple[RunConfig, data.ArrayDataset, torch.nn.Module
     student_arch = STAND_IN if parse_wrn(cfg.model) is not None else cfg.model
     torch.manual_seed(0)
     student = runs.create_model(student_arch, train, cfg.model_opts)
-    cls = methods.method_class(cfg.method)
+    entry = methods.spec(cfg.method)
     teacher = natural = None
-    extra: dict[str, object] = {
-        "num_samples": len(train),
-        "student_dim": student.feature_dim,
-        "student_spec": student.spec,
-    }
-    if cls.needs_teacher:
+    same_label_space = True
+    if entry.needs_teacher:
         teacher_classes = num_classes(teacher_recipe(cfg.teacher or ""))
         teacher = stand_in_teacher(teacher_classes, "teacher")
-        extra["same_label_space"] = teacher_classes == train.num_classes
-    if cls.needs_natural_teacher:
+        same_label_space = teacher_classes == train.num_classes
+    if entry.needs_natural_teacher:
         natural = stand_in_teacher(num_classes(teacher_recipe(cfg.natural_teacher or "")), "natural")
+    facts = methods.RunFacts(len(train), student.feature_dim, student.spec, same_label_space)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="gacd: nce_k=", category=UserWarning)  # N = 2 samples here
-        method = runs.create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
+        method = runs.create_method(cfg, teacher=teacher, natural_teacher=natural, facts=facts)
     return cfg, train, student, method
 
 

@@ -83,7 +83,10 @@ class RunConfig(BaseModel):
     natural_teacher: str | None = None
     # objective and its inner maximisation
     method: str = "pgd-at"
-    method_opts: dict[str, Any] = Field(default_factory=dict)
+    method_opts: dict[str, Any] = Field(default_factory=dict)  # the options set; not eps/step_size/steps/norm
+    # written by the run: every option of the method as it trains (method_opts over the defaults, at the
+    # run's eps/step_size/steps/norm); absent from runs of earlier versions; recomputed, not read, by a new run
+    method_options: dict[str, Any] | None = None
     eps: float | None = Field(default=None, gt=0)
     step_size: float | None = Field(default=None, gt=0)
     steps: int = Field(default=10, ge=1, le=MAX_ATTACK_STEPS)

@@ -152,7 +152,7 @@ def _teacher_is_reusable(run_dir: Path, wanted: dict[str, Any]) -> bool:
     if not (run_dir / "model.safetensors").exists() or not config_path.exists():
         return False
     saved = yaml.safe_load(config_path.read_text()) or {}
-    written_by_the_run = ("run_dir", "overwrite", "data_files")
+    written_by_the_run = ("run_dir", "overwrite", "data_files", "method_options")
     return all(saved.get(key) == value for key, value in wanted.items() if key not in written_by_the_run)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from robustdistill.config import RunConfig
 from robustdistill.errors import CheckpointError, ConfigError, DataError
 from robustdistill.evaluate.during_training import EpochEvaluation
 from robustdistill.lock import RunDirLock
-from robustdistill.methods.base import Method
+from robustdistill.methods import Method, RunFacts
 from robustdistill.utils import atomic_write_bytes
 
 RESULT_FILES = (
@@ -226,7 +225,7 @@ def check_label_space(
         reason = f"the {role} was trained on {teacher_data} and the student on {student_data}"
     else:
         reason = f"the {role} has {teacher_classes} classes but the student's data has {num_classes}"
-    if not method_lib.method_class(method).same_label_space:
+    if not method_lib.spec(method).same_label_space:
         warnings.warn(
             f"{reason}: cross-task transfer, only features are matched and confidence reweighting is off",
             stacklevel=2,
@@ -245,15 +244,18 @@ def check_label_space(
 
 
 def create_method(
-    cfg: RunConfig, *, teacher: nn.Module | None = None, natural_teacher: nn.Module | None = None, **extra: Any
-) -> Method:
-    """The configured method; the run's eps/step_size/steps/norm fill options the method accepts."""
-    cls = method_lib.method_class(cfg.method)
-    accepted = inspect.signature(cls.__init__).parameters
-    options: dict[str, Any] = {k: v for k, v in cfg.attack_options().items() if k in accepted and v is not None}
-    options.update({k: v for k, v in extra.items() if k in accepted})
-    options.update(cfg.method_opts)
-    return method_lib.create(cfg.method, teacher=teacher, natural_teacher=natural_teacher, **options)
+    cfg: RunConfig,
+    *,
+    teacher: nn.Module | None = None,
+    natural_teacher: nn.Module | None = None,
+    facts: RunFacts = RunFacts(),
+) -> Method[Any]:
+    """The configured method: `method_opts` over its defaults, its attack at the run's eps/step_size/steps/norm.
+
+    A `method_opts` entry for one of those four is refused (`methods.resolve_run_options`): one eps per run.
+    """
+    options = method_lib.resolve_run_options(cfg.method, cfg.method_opts, cfg.attack_options())
+    return method_lib.spec(cfg.method).build(options, teacher=teacher, natural_teacher=natural_teacher, facts=facts)
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> RunDirLock:
@@ -326,10 +328,9 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
     seed_everything(cfg.seed)  # the initial weights (student, method heads, memory banks) follow --seed
     student = create_model(cfg.model, datasets.train, cfg.model_opts)
     teacher = natural = None
-    extra: dict[str, Any] = {"student_spec": student.spec}  # peeraid builds its peer from it
+    same_label_space, student_dim = True, None
     if command == "distill":
-        cls = method_lib.method_class(cfg.method)
-        if cls.needs_teacher and not cfg.teacher:
+        if method_lib.spec(cfg.method).needs_teacher and not cfg.teacher:
             raise ConfigError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH")
         student_data = str(data_lib.info(cfg.data)["name"])
 
@@ -351,12 +352,18 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
             return model, same
 
         if cfg.teacher:
-            teacher, extra["same_label_space"] = attach(cfg.teacher, "teacher", cfg.teacher_arch)
+            teacher, same_label_space = attach(cfg.teacher, "teacher", cfg.teacher_arch)
         if cfg.natural_teacher:
             natural = attach(cfg.natural_teacher, "natural teacher")[0]
-        extra["student_dim"] = int(getattr(student, "feature_dim", 0)) or None
-    extra["num_samples"] = len(datasets.train)  # memory banks and perturbation banks: one slot per sample
-    method = create_method(cfg, teacher=teacher, natural_teacher=natural, **extra)
+        student_dim = int(getattr(student, "feature_dim", 0)) or None
+    facts = RunFacts(
+        num_samples=len(datasets.train),  # memory banks and perturbation banks: one slot per sample
+        student_dim=student_dim,
+        student_spec=getattr(student, "spec", None),  # peeraid builds its peer from it
+        same_label_space=same_label_space,
+    )
+    method = create_method(cfg, teacher=teacher, natural_teacher=natural, facts=facts)
+    cfg.method_options = method.options.to_dict()  # what trains, recorded in config.yaml and the checkpoints
     check_batches(cfg, datasets.train)
     if cfg.eval_every:  # the evaluation at the end of epoch 1 must not be the first to find a bad name
         parse_attacks(cfg.eval_attacks)
@@ -365,7 +372,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
         if dist.is_main() and not resume:  # a resumed run keeps the configuration it began with
             atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
         dist.barrier()
-        _train_in(command, run_dir, cfg, student, method, datasets, teacher, extra, resume=resume, quiet=quiet)
+        _train_in(command, run_dir, cfg, student, method, datasets, teacher, resume=resume, quiet=quiet)
     finally:
         if lock is not None:
             lock.release()
@@ -403,7 +410,6 @@ def _train_in(
     method: Method,
     datasets: Datasets,
     teacher: nn.Module | None,
-    extra: dict[str, Any],
     *,
     resume: bool,
     quiet: bool,
@@ -424,8 +430,7 @@ def _train_in(
             f"[bold]{command}[/]: {cfg.method} on {cfg.data} ({len(datasets.train)} train images, {held_out}), "
             f"model {cfg.model}, eps {cfg.resolved_eps():.4g}, {cfg.epochs} epochs -> {run_dir}"
         )
-    same_labels = cfg.method_opts.get("same_label_space", extra.get("same_label_space", True))
-    if teacher is not None and same_labels and dist.is_main():
+    if teacher is not None and method.facts.same_label_space and dist.is_main():
         sanity_check_teacher(teacher, datasets.val if datasets.val is not None else datasets.test)
     fit(
         student,

@@ -7,6 +7,7 @@ with frozen parameters for the attack and restored afterwards. See `docs/attacks
     >>> import robustdistill as rd
     >>> x_adv = rd.attacks.PGD(model, eps=8 / 255, step_size=2 / 255, steps=10)(x, y)
     >>> path = rd.attacks.PGD(model, eps=8 / 255, record_path=True)(x, y)        # (K, B, ...)
+    >>> kl = rd.attacks.kl_div(teacher(x), model(x))                             # (B,), the one KL
     >>> attack = rd.attacks.create("pgd-20", model, 8 / 255)
 """
 
@@ -25,9 +26,10 @@ from robustdistill.attacks.losses import (
     KLToSoftLabels,
     LogitsLoss,
     available_losses,
+    kl_div,
     resolve_loss,
 )
-from robustdistill.attacks.pgd import NORMAL_START_STD, PGD, attack_mode, initial_point, pgd_path
+from robustdistill.attacks.pgd import NORMAL_START_STD, PGD, attack_mode, initial_point
 from robustdistill.attacks.randomness import shared_random_starts
 from robustdistill.attacks.reuse import PerturbationBank
 from robustdistill.attacks.threat import (
@@ -68,7 +70,7 @@ __all__ = [
     "distance",
     "get_threat",
     "initial_point",
-    "pgd_path",
+    "kl_div",
     "project",
     "random_start",
     "resolve_loss",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import inspect
 import re
 from typing import Any
 
@@ -25,6 +24,7 @@ DEFAULT_CW_STEPS = 30
 _FAMILIES = ("fgsm", "pgd", "pgd-N", "cw", "cw-N", "autoattack", "autoattack-plus", *AUTOATTACK_ATTACKS)
 _AUTOATTACK_ALIASES = {"autoattack": "standard", "aa": "standard", "autoattack-plus": "plus", "aa+": "plus"}
 _NUMBERED = re.compile(r"^(pgd|cw)-?(\d+)$")
+_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
 
 
 def available() -> list[str]:
@@ -33,15 +33,17 @@ def available() -> list[str]:
 
 
 def _build(cls: type, fixed: dict[str, Any], options: dict[str, Any], name: str, model: nn.Module) -> Any:
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
+    """`cls(model, **fixed, **options)`; an option the name fixes or the class does not take is a ConfigError."""
     for key in options:
         if key in fixed:
             raise ConfigError(f"option '{key}' is fixed by the attack name '{name}': change the name instead")
-        if key not in accepted:
-            raise ConfigError(
-                f"attack '{name}' has no option '{key}'; its options are {', '.join(sorted(accepted - set(fixed)))}"
-            )
-    return cls(model, **fixed, **options)
+    try:
+        return cls(model, **fixed, **options)
+    except TypeError as error:  # the class's keyword-only arguments are its options
+        unknown = _UNEXPECTED.search(str(error))
+        if unknown is None:
+            raise
+        raise ConfigError(f"attack '{name}' has no option '{unknown.group(1)}' (see docs/attacks.md)") from None
 
 
 def create(name: str, model: nn.Module, eps: float | Tensor, **options: Any) -> Any:

@@ -17,7 +17,7 @@ Built-ins: `CrossEntropy`, `CWMargin`, `KLToSoftLabels` (RSLAD: a fixed teacher 
 the moving point), `FeatureLoss` (any function of `model.features(x_adv)`), `LogitsLoss` and
 `FunctionLoss` (plain functions). Names accepted by `resolve_loss`: "ce", "cw", "kl".
 
-`KL(p || q)` is `sum_c p_c (log p_c - log q_c)`, per sample (project convention). Losses are
+`KL(p || q)` is `sum_c p_c (log p_c - log q_c)`, per sample (`kl_div`, the project's one KL). Losses are
 computed in float32 whatever the autocast dtype of the model's logits.
 """
 
@@ -44,20 +44,24 @@ __all__ = [
     "KLToSoftLabels",
     "LogitsLoss",
     "available_losses",
+    "kl_div",
     "resolve_loss",
 ]
 
 
-def _kl_from_log_probs(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """Per-sample `KL(p || q)` from log-probabilities (0 log 0 = 0), shape (B,)."""
+def kl_div(p: Tensor, q_logits: Tensor, temperature: float = 1.0, *, probs: bool = False) -> Tensor:
+    """Per-sample `KL(p || q)`, shape (B,), `q = softmax(q_logits / T)`: the project's one KL.
+
+    `p` is `softmax(p / T)` of logits `p`, or with `probs=True` the probabilities `p` as given
+    (`0 log 0 = 0`). The batch mean (summed over classes, averaged over samples) is `kl_div(...).mean()`.
+    """
+    if probs:
+        log_q = F.log_softmax(q_logits.float() / temperature, dim=1)
+        p = p.float()
+        return (torch.special.xlogy(p, p) - p * log_q).sum(dim=1)
+    log_p = F.log_softmax(p.float() / temperature, dim=1)
+    log_q = F.log_softmax(q_logits.float() / temperature, dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
-
-
-def _kl_to_probs(probs: Tensor, logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Per-sample `KL(probs || softmax(logits / T))` with fixed probabilities, shape (B,)."""
-    log_q = F.log_softmax(logits.float() / temperature, dim=1)
-    probs = probs.float()
-    return (torch.special.xlogy(probs, probs) - probs * log_q).sum(dim=1)
 
 
 def _margin(logits: Tensor, labels: Tensor) -> Tensor:
@@ -167,7 +171,7 @@ class KLToSoftLabels(InnerLoss):
                 f"KLToSoftLabels holds probabilities of shape {tuple(self.probs.shape)} but the model gave "
                 f"logits of shape {tuple(logits.shape)}: build it from the same batch that is attacked"
             )
-        return _kl_to_probs(self.probs, logits, self.temperature)
+        return kl_div(self.probs, logits, self.temperature, probs=True)
 
     def __repr__(self) -> str:
         return f"KLToSoftLabels(probs={tuple(self.probs.shape)}, temperature={self.temperature})"
@@ -223,9 +227,7 @@ class KLToModel(InnerLoss):
     def __call__(self, model: nn.Module, x_adv: Tensor, labels: Tensor) -> Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_reference):
             ref_logits = self.reference(x_adv)
-        log_p = F.log_softmax(ref_logits.float() / self.temperature, dim=1)
-        log_q = F.log_softmax(model(x_adv).float() / self.temperature, dim=1)
-        return _kl_from_log_probs(log_p, log_q)
+        return kl_div(ref_logits, model(x_adv), self.temperature)
 
     @property
     def extra_models(self) -> tuple[nn.Module, ...]:

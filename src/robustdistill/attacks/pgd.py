@@ -1,24 +1,24 @@
 """Projected gradient descent (Madry et al. 2018): any inner loss, L-inf or L2, restarts, path recording.
 
-Two layers:
-
-- `pgd_path(...)`: the functional core. Runs `steps` projected steps of a per-sample objective from
-  a start point and returns every iterate in a preallocated `(K, B, ...)` tensor. A per-sample
-  `sign` (+1 ascend, -1 descend) lets one batch hold branches that go opposite ways (an untargeted
-  branch ascending CE toward `y` next to a targeted branch descending CE toward `t`).
-- `PGD(...)`: the attack object (torchattacks style): validated keyword-only settings,
-  `__call__(x, y, *, target=None)`, restarts that keep each sample's worst case.
+One engine, one entry point: `PGD(...)` is the attack object (torchattacks style) with validated
+keyword-only settings, `__call__(x, y, *, target=None, start=None)` and restarts that keep each
+sample's worst case; every run goes through `_ascend`, the step loop, which records each iterate into
+a `(K, B, ...)` path when asked (`record_path=True`). A per-sample objective can go opposite ways in
+one batch through its loss (an untargeted branch ascending CE toward `y` next to a targeted branch
+whose loss is `-CE` toward `t`, as `paths` does).
 
 During an attack the attacked model (and any network an inner loss uses, such as a teacher) is in
 `eval()` mode with `requires_grad=False` on its parameters; each sub-module's mode and each
 parameter's flag are restored afterwards, also when the attack raises. Input gradients come from
 `torch.autograd.grad`, so no `.grad` field is touched. The step loop never synchronises with the
 host. Under a caller's `torch.autocast` the forward passes run in low precision while the iterate,
-its gradient and the projection stay in float32.
+its gradient and the projection stay in float32. With `freeze=False` the model runs as it is (its
+training mode, its parameters' graph kept), so that a loss may reuse the attack's forward passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +32,7 @@ from robustdistill.attacks.randomness import batch_noise
 from robustdistill.attacks.threat import ThreatModel, get_threat, normalize_norm
 from robustdistill.errors import ConfigError
 
-__all__ = ["NORMAL_START_STD", "PGD", "StartKind", "attack_mode", "initial_point", "pgd_path"]
+__all__ = ["NORMAL_START_STD", "PGD", "StartKind", "attack_mode", "initial_point"]
 
 StartKind = Literal["uniform", "normal", "none"]
 
@@ -141,8 +141,12 @@ def _ascend(
     steps: int,
     threat: ThreatModel,
     path: Tensor | None = None,
+    keep_graph: bool = False,
 ) -> Tensor:
-    """`steps` projected ascent steps of `objective` (B,) from `x_start`; writes iterate k into `path[k]`."""
+    """`steps` projected ascent steps of `objective` (B,) from `x_start`; writes iterate k into `path[k]`.
+
+    `keep_graph` keeps each forward's graph past the input gradient (for a loss that reuses the forward).
+    """
     batch = x.shape[0]
     x_adv = x_start.detach()
     for k in range(steps):
@@ -151,7 +155,7 @@ def _ascend(
             value = objective(x_adv)
             _check_objective(value, batch)
             total = value.float().sum()
-        (grad,) = torch.autograd.grad(total, x_adv, allow_unused=True)
+        (grad,) = torch.autograd.grad(total, x_adv, allow_unused=True, retain_graph=keep_graph)
         if grad is None:
             raise ConfigError("the inner loss does not depend on the input: it must be differentiable in x_adv")
         with torch.no_grad():
@@ -168,81 +172,6 @@ def _prepare_input(x: Tensor, labels: Tensor, name: str = "labels") -> Tensor:
         got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
         raise ConfigError(f"{name} must be an int64 tensor of shape ({x.shape[0]},); got {got}")
     return x.detach().float()
-
-
-def pgd_path(
-    model: nn.Module,
-    x: Tensor,
-    labels: Tensor,
-    loss_fn: str | InnerLoss | Callable[[nn.Module, Tensor, Tensor], Tensor],
-    *,
-    eps: float | Tensor,
-    step_size: float | Tensor,
-    steps: int,
-    norm: str = "linf",
-    random_start: bool | str | None = "uniform",
-    sign: Tensor | float = 1.0,
-    start: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    out: Tensor | None = None,
-) -> Tensor:
-    """All iterates of PGD on a per-sample objective: `u_{k+1} = Proj(u_k + step * dir(sign * grad L(u_k)))`.
-
-    Args:
-        model: the attacked network (`eval()`, frozen parameters during the call; restored after).
-        x: clean inputs `(B, ...)` in [0, 1].
-        labels: `(B,)` int64 labels given to the loss (per sample: `y` for one branch, `t` for another).
-        loss_fn: an inner loss (name, `InnerLoss` or callable `(model, x_adv, labels) -> (B,)`).
-        eps, step_size: radius and step, floats or `(B,)` tensors (keyword-only; not validated here
-            beyond shapes: use `PGD` for a validated attack).
-        steps: K, the number of steps (and of recorded iterates).
-        norm: "linf" or "l2".
-        random_start: "uniform" (True), "normal" (`x + 0.001 N(0, I)`) or False; ignored if `start` is given.
-        sign: +1 (ascend), -1 (descend) or a `(B,)` tensor of +-1: per-sample direction of the objective.
-        start: explicit start `(B, ...)` (projected onto the ball first).
-        generator: random source of the start (default: torch's global generator).
-        out: optional preallocated `(K, B, ...)` float tensor to record into (avoids an allocation).
-
-    Returns:
-        `(K, B, ...)` tensor of the iterates `u_1 .. u_K` (float32, or the dtype of `out`); `path[-1]`
-        is the final adversarial example.
-
-    Example (one batch of 2B: an untargeted CE branch and a targeted branch toward `t`)::
-
-        >>> xx = torch.cat([x, x]); labels = torch.cat([y, t])
-        >>> sign = torch.cat([torch.ones(len(x)), -torch.ones(len(x))])
-        >>> path = pgd_path(student, xx, labels, "ce", eps=8/255, step_size=2/255, steps=10, sign=sign)
-        >>> path_u, path_t = path[:, : len(x)], path[:, len(x):]
-    """
-    steps = _check_int("steps", steps, 1)
-    threat = get_threat(norm)
-    x32 = _prepare_input(x, labels)
-    batch = x32.shape[0]
-    if isinstance(sign, Tensor):
-        if sign.shape != (batch,):
-            raise ConfigError(f"sign must be a float or a ({batch},) tensor of +1/-1; got {tuple(sign.shape)}")
-        sign = sign.to(device=x32.device, dtype=torch.float32)
-    else:
-        sign = float(sign)
-    if out is None:
-        out = torch.empty((steps, *x32.shape), dtype=torch.float32, device=x32.device)
-    elif out.shape != (steps, *x32.shape):
-        raise ConfigError(f"out must have shape {(steps, *x32.shape)}, got {tuple(out.shape)}")
-    loss = resolve_loss(loss_fn)
-    with attack_mode(model, *loss.extra_models):
-        bound = loss.bind(model, x32, labels)
-        if start is not None:
-            if start.shape != x32.shape:
-                raise ConfigError(f"start must have the shape of x {tuple(x32.shape)}, got {tuple(start.shape)}")
-            x0 = threat.project(start.detach().float(), x32, eps)
-        else:
-            x0 = initial_point(x32, eps, norm=threat, random_start=random_start, generator=generator)
-
-        def objective(u: Tensor) -> Tensor:
-            return bound(model, u, labels) * sign
-
-        _ascend(objective, x32, x0, eps=eps, step_size=step_size, steps=steps, threat=threat, path=out)
-    return out
 
 
 class PGD:
@@ -266,6 +195,9 @@ class PGD:
         targeted: minimise the loss toward a `target` given at call time (PGD maximises
             `loss.targeted(model, x_adv, target)`, by default `-loss`).
         record_path: return all iterates `(K, B, ...)` instead of the final example.
+        freeze: put the model (and the loss's `extra_models`) in `eval()` with frozen parameters for the
+            attack (default). False runs the model as it is, in its training mode, and keeps each
+            forward's graph, so that the loss may keep its logits for the training loss (`paths`).
         seed: seeds a private generator for the random starts (created on the first call and
             advanced by each call); None uses torch's global generator.
 
@@ -295,6 +227,7 @@ class PGD:
         loss: str | InnerLoss | Callable[[nn.Module, Tensor, Tensor], Tensor] = "ce",
         targeted: bool = False,
         record_path: bool = False,
+        freeze: bool = True,
         seed: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -313,6 +246,7 @@ class PGD:
         self.loss.check(model)
         self.targeted = bool(targeted)
         self.record_path = bool(record_path)
+        self.freeze = bool(freeze)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ConfigError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
@@ -362,7 +296,8 @@ class PGD:
         generator = self._generator(x32.device)
         batch = x32.shape[0]
         view = (-1, *([1] * (x32.dim() - 1)))
-        with attack_mode(model, *self.loss.extra_models):
+        frozen = attack_mode(model, *self.loss.extra_models) if self.freeze else contextlib.nullcontext()
+        with frozen:
             bound = self.loss.bind(model, x32, y)
             if self.targeted:
                 goal: Tensor = target  # type: ignore[assignment]
@@ -397,6 +332,7 @@ class PGD:
                     steps=self.steps,
                     threat=self.threat,
                     path=path,
+                    keep_graph=not self.freeze,
                 )
                 if self.restarts == 1:
                     best, best_path = x_run, path
@@ -426,5 +362,5 @@ class PGD:
             f"{type(self).__name__}(eps={self._fmt(self.eps)}, step_size={self._fmt(self.step_size)}, "
             f"steps={self.steps}, norm='{self.norm}', random_start='{self.random_start}', "
             f"restarts={self.restarts}, loss={self.loss!r}, targeted={self.targeted}, "
-            f"record_path={self.record_path}, seed={self.seed})"
+            f"record_path={self.record_path}, freeze={self.freeze}, seed={self.seed})"
         )

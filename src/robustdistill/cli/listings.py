@@ -73,34 +73,25 @@ def list_methods(
     ] = None,
 ) -> None:
     """List the training and distillation methods, or one method's options and defaults."""
-    import inspect
+    from rich.markup import escape
 
     from robustdistill import methods
 
     if name is not None:
-        cls = methods.method_class(name)
-        params = inspect.signature(cls.__init__).parameters
-        summary = (inspect.getdoc(cls) or "").split("\n\n")[0]
-        table = Table(title=f"{cls.name}: options (--method-opt KEY=VALUE)", caption=" ".join(summary.split()))
-        for column in ("option", "default", "type"):
+        spec = methods.spec(name)
+        table = Table(title=f"{spec.name}: options (--method-opt KEY=VALUE)", caption=spec.summary)
+        for column in ("option", "default", "type", "allowed", "help"):
             table.add_column(column)
-        for key in methods.option_names(name):
-            param = params[key]
-            value = param.default
-            default = (
-                "(required)"
-                if value is inspect.Parameter.empty
-                else (f"{value:.4g}" if isinstance(value, float) else repr(value))
-            )
-            kind = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
-            table.add_row(key, default, str(kind))
+        for row in methods.option_table(name):
+            default = f"{row.default:.4g}" if isinstance(row.default, float) else repr(row.default)
+            table.add_row(row.name, escape(default), escape(row.type), escape(row.allowed), escape(row.help))
         console.print(table)
         return
     table = Table(title="methods", caption="`robustdistill methods NAME` shows a method's defaults")
     for column in ("name", "teacher", "options"):
         table.add_column(column)
     for method in methods.available():
-        cls = methods.method_class(method)
-        needs = "robust + natural" if cls.needs_natural_teacher else ("yes" if cls.needs_teacher else "no")
-        table.add_row(method, needs, ", ".join(methods.option_names(method)))
+        spec = methods.spec(method)
+        needs = "robust + natural" if spec.needs_natural_teacher else ("yes" if spec.needs_teacher else "no")
+        table.add_row(method, needs, ", ".join(spec.options.keys()))
     console.print(table)

@@ -11,38 +11,32 @@ attack: no forward pass is spent on it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from robustdistill.attacks import KLToModel
-from robustdistill.methods.base import AdversarialDistillation, AttackSettings, accuracy, kl_batchmean
-from robustdistill.methods.kd import check_fraction
+from robustdistill.attacks import KLToModel, kl_div
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import AdversarialDistillation, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 
-@register_method("adaad")
-class AdaAD(AdversarialDistillation):
+@dataclass(frozen=True)
+class AdaADOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    alpha: float = option(1.0, ge=0, le=1, help="weight of the adversarial term (1 - alpha: the clean one)")
+
+
+@register_method("adaad", role="distillation", needs_teacher=True)
+class AdaAD(AdversarialDistillation[AdaADOptions]):
     """Search for the points where student and teacher disagree most, and match the teacher there."""
 
-    needs_teacher = True
-
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        alpha: float = 1.0,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        super().__init__(teacher=teacher)
-        self.alpha = check_fraction("alpha", alpha)
-        self.attack = AttackSettings(
-            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
-        )
+    def __init__(self, options: AdaADOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     def distill(
         self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor
@@ -50,18 +44,16 @@ class AdaAD(AdversarialDistillation):
         x_adv = self.attack.perturb(student, x, y, index, loss=KLToModel(self.teacher), random_start="normal")
         with torch.no_grad():
             teacher_adv = self.teacher(x_adv)
+        alpha = self.options.alpha
         logits_adv = student(x_adv)
-        kl_adv = kl_batchmean(teacher_adv, logits_adv)
-        loss = self.alpha * kl_adv
+        kl_adv = kl_div(teacher_adv, logits_adv).mean()
+        loss = alpha * kl_adv
         terms = {"kl_adv": kl_adv.detach(), "acc_adv": accuracy(logits_adv, y)}
-        if self.alpha < 1:
+        if alpha < 1:
             with torch.no_grad():
                 teacher_clean = self.teacher(x)
             logits_clean = student(x)
-            kl_nat = kl_batchmean(teacher_clean, logits_clean)
-            loss = loss + (1 - self.alpha) * kl_nat
+            kl_nat = kl_div(teacher_clean, logits_clean).mean()
+            loss = loss + (1 - alpha) * kl_nat
             terms.update(kl_nat=kl_nat.detach(), acc_clean=accuracy(logits_clean, y))
         return {"loss": loss, **terms}, x_adv, logits_adv
-
-    def options(self) -> dict[str, object]:
-        return {"alpha": self.alpha, **self.attack.as_dict()}

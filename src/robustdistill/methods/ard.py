@@ -9,40 +9,34 @@ With `alpha = 1` the clean student pass is skipped: its term has weight zero.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.methods.base import AdversarialDistillation, AttackSettings, accuracy, kl_batchmean
-from robustdistill.methods.kd import check_fraction, check_temperature
+from robustdistill.attacks import kl_div
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import AdversarialDistillation, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 
-@register_method("ard")
-class ARD(AdversarialDistillation):
+@dataclass(frozen=True)
+class ARDOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    tau: float = option(30.0, gt=0, help="softmax temperature of the distillation term")
+    alpha: float = option(1.0, ge=0, le=1, help="weight of the distillation term (1 - alpha: clean cross-entropy)")
+
+
+@register_method("ard", role="distillation", needs_teacher=True)
+class ARD(AdversarialDistillation[ARDOptions]):
     """Distil the teacher's clean soft labels into the student's output on its own adversarial examples."""
 
-    needs_teacher = True
-
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        tau: float = 30.0,
-        alpha: float = 1.0,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        super().__init__(teacher=teacher)
-        self.tau = check_temperature("tau", tau)
-        self.alpha = check_fraction("alpha", alpha)
-        self.attack = AttackSettings(
-            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
-        )
+    def __init__(self, options: ARDOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     def distill(
         self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor
@@ -50,16 +44,14 @@ class ARD(AdversarialDistillation):
         x_adv = self.attack.perturb(student, x, y, index, loss="ce", random_start=True)
         with torch.no_grad():
             teacher_clean = self.teacher(x)
+        tau, alpha = self.options.tau, self.options.alpha
         logits_adv = student(x_adv)
-        distill = kl_batchmean(teacher_clean, logits_adv, self.tau)
-        loss = self.alpha * self.tau**2 * distill
+        distill = kl_div(teacher_clean, logits_adv, tau).mean()
+        loss = alpha * tau**2 * distill
         terms = {"kl_distill": distill.detach(), "acc_adv": accuracy(logits_adv, y)}
-        if self.alpha < 1:
+        if alpha < 1:
             logits_clean = student(x)
             ce = F.cross_entropy(logits_clean, y)
-            loss = loss + (1 - self.alpha) * ce
+            loss = loss + (1 - alpha) * ce
             terms.update(ce=ce.detach(), acc_clean=accuracy(logits_clean, y))
         return {"loss": loss, **terms}, x_adv, logits_adv
-
-    def options(self) -> dict[str, object]:
-        return {"tau": self.tau, "alpha": self.alpha, **self.attack.as_dict()}

@@ -9,27 +9,44 @@ outside the module tree, frozen and in `eval()` mode.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistill.errors import ConfigError
+from robustdistill.methods.options import Options
 
-if TYPE_CHECKING:
-    from robustdistill.attacks import PerturbationBank
+OptionsT = TypeVar("OptionsT", bound=Options)
 
-
-def kl_div(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Per-sample `KL(p || q)` with `p = softmax(p_logits / T)`, `q = softmax(q_logits / T)`, shape (B,)."""
-    log_p = F.log_softmax(p_logits.float() / temperature, dim=1)
-    log_q = F.log_softmax(q_logits.float() / temperature, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+Role = Literal["objective", "distillation"]
 
 
-def kl_batchmean(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """`KL(p || q)` summed over classes and averaged over the batch (the project's one reduction)."""
-    return kl_div(p_logits, q_logits, temperature).mean()
+@dataclass(frozen=True)
+class RunFacts:
+    """What a method may need to know about its run, filled in by `distill` and `train-teacher`.
+
+    Facts, not options: they follow from the data and the models and are not saved with the options.
+    """
+
+    #: the training-set size N: one slot per sample in perturbation and memory banks
+    num_samples: int | None = None
+    #: the student's `feature_dim` (gacd's projection head)
+    student_dim: int | None = None
+    #: the student's model spec (peeraid builds its peer from it)
+    student_spec: dict[str, Any] | None = None
+    #: teacher and student share their classes (False: cross-task transfer)
+    same_label_space: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "student_dim"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"'{name}' must be an integer >= 1 (or None), got {value!r}")
+        if self.student_spec is not None and not isinstance(self.student_spec, dict):
+            raise ConfigError(f"'student_spec' must be a model spec (a dict), got {self.student_spec!r}")
+        if not isinstance(self.same_label_space, bool):
+            raise ConfigError(f"'same_label_space' must be true or false, got {self.same_label_space!r}")
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -45,35 +62,33 @@ def accuracy(logits: Tensor, y: Tensor) -> Tensor:
     return (logits.detach().argmax(dim=1) == y).float().mean()
 
 
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    value = float(value)
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"option '{name}' must be {bound}, got {value}")
-    return value
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"option '{name}' must be one of {', '.join(choices)}; got '{value}'")
-    return value
-
-
-class Method(nn.Module, ABC):
-    """Base class of every training objective.
+class Method(nn.Module, ABC, Generic[OptionsT]):
+    """Base class of every training objective; `Method[MyOptions]` declares its options type.
 
     Subclasses implement `compute(student, x, y, index)` returning a dict whose `loss` entry is
-    the scalar to minimise and whose other entries are detached scalars logged by name.
+    the scalar to minimise and whose other entries are detached scalars logged by name. The class
+    attributes below are set by `register_method` from the registration.
     """
 
     name: ClassVar[str] = ""
+    role: ClassVar[Role] = "objective"
     needs_teacher: ClassVar[bool] = False
     needs_natural_teacher: ClassVar[bool] = False
     #: distillation on soft labels needs the same classes in teacher and student
     same_label_space: ClassVar[bool] = True
 
-    def __init__(self, *, teacher: nn.Module | None = None, natural_teacher: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        options: OptionsT | None = None,
+        *,
+        teacher: nn.Module | None = None,
+        natural_teacher: nn.Module | None = None,
+        facts: RunFacts = RunFacts(),
+    ) -> None:
         super().__init__()
+        # a method without options (as `Standard`) may be built as `Method()`: its options are the empty `Options`
+        self.options: OptionsT = options if options is not None else cast(OptionsT, Options())
+        self.facts = facts
         if self.needs_teacher and teacher is None:
             raise ConfigError(f"method '{self.name}' needs a teacher: pass --teacher PATH")
         if self.needs_natural_teacher and natural_teacher is None:
@@ -132,10 +147,6 @@ class Method(nn.Module, ABC):
         """Per-epoch extras for the metrics log; the default has none."""
         return {}
 
-    def options(self) -> dict[str, Any]:
-        """The method's resolved options, saved into the run's config."""
-        return {}
-
     def get_extra_state(self) -> dict[str, Any]:
         return {"epoch": self.epoch}
 
@@ -143,7 +154,7 @@ class Method(nn.Module, ABC):
         self.epoch = int(state.get("epoch", 0))
 
 
-class AdversarialDistillation(Method):
+class AdversarialDistillation(Method[OptionsT]):
     """A distillation whose objective is evaluated at one adversarial example per sample.
 
     `distill(student, x, y, index)` returns the loss terms together with the adversarial batch `x'` and the
@@ -159,92 +170,3 @@ class AdversarialDistillation(Method):
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         return self.distill(student, x, y, index)[0]
-
-
-class AttackSettings(nn.Module):
-    """The inner maximisation's threat model and PGD schedule, shared by every method.
-
-    Defaults follow METHODS.md: 10 steps of size eps/4 with a random start. With `reuse_steps > 0`
-    each training sample's last perturbation is kept (`attacks.PerturbationBank`, `num_samples`
-    slots keyed by dataset index) and the next attack on it starts there and runs `reuse_steps`
-    steps; a batch holding a sample never attacked before runs the full `steps` (from the stored
-    perturbation where there is one, from the random start elsewhere). A module, so that the bank is
-    part of the method's `state_dict` and of the checkpoint.
-    """
-
-    def __init__(
-        self,
-        *,
-        eps: float,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.eps = check_positive("eps", eps)
-        self.step_size = check_positive("step_size", step_size) if step_size is not None else self.eps / 4
-        if int(steps) != steps or steps < 1:
-            raise ConfigError(f"option 'steps' must be an integer >= 1, got {steps}")
-        self.steps = int(steps)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        if isinstance(reuse_steps, bool) or not isinstance(reuse_steps, int) or not 0 <= reuse_steps <= self.steps:
-            raise ConfigError(
-                f"option 'reuse_steps' must be an integer in 0..steps ({self.steps}); 0 = no reuse, got {reuse_steps!r}"
-            )
-        self.reuse_steps = reuse_steps
-        self.bank: PerturbationBank | None = None
-        if reuse_steps:
-            from robustdistill.attacks import PerturbationBank
-
-            if num_samples is None:
-                raise ConfigError(
-                    "option 'reuse_steps' keeps one perturbation per training sample and needs 'num_samples' "
-                    "(the training-set size; the distill and train-teacher commands pass it)"
-                )
-            self.bank = PerturbationBank(num_samples)
-
-    def pgd(
-        self, model: nn.Module, *, loss: Any = "ce", random_start: Any = True, steps: int | None = None, **kwargs: Any
-    ) -> Any:
-        """A PGD attack on `model` with these settings (see `robustdistill.attacks.PGD`); `steps` overrides K."""
-        from robustdistill.attacks import PGD
-
-        return PGD(
-            model,
-            eps=self.eps,
-            step_size=self.step_size,
-            steps=self.steps if steps is None else steps,
-            norm=self.norm,
-            loss=loss,
-            random_start=random_start,
-            **kwargs,
-        )
-
-    def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        index: Tensor | None,
-        *,
-        loss: Any = "ce",
-        random_start: Any = True,
-    ) -> Tensor:
-        """`x'` for the training batch `(x, y)` of dataset indices `index`: PGD, warm-started with `reuse_steps`."""
-        if self.bank is None:
-            return self.pgd(model, loss=loss, random_start=random_start)(x, y)
-        if index is None:
-            raise ConfigError("option 'reuse_steps' needs the dataset index of every sample of the batch")
-        from robustdistill.attacks import get_threat
-
-        start, every = self.bank.start(x, index, eps=self.eps, threat=get_threat(self.norm), random_start=random_start)
-        steps = self.reuse_steps if every else self.steps
-        x_adv = self.pgd(model, loss=loss, random_start=random_start, steps=steps)(x, y, start=start)
-        self.bank.store(x, x_adv, index)
-        return x_adv
-
-    def as_dict(self) -> dict[str, Any]:
-        reuse = {"reuse_steps": self.reuse_steps} if self.reuse_steps else {}
-        return {"eps": self.eps, "step_size": self.step_size, "steps": self.steps, "norm": self.norm, **reuse}

@@ -5,7 +5,7 @@ description of CRD (Tian, Krishnan and Isola, "Contrastive Representation Distil
 ICLR 2020) and its public code (HobbitLong/RepDistiller, `crd/`), not copied from it.
 
 - `EmbedHead`: Linear -> `feat_dim` -> L2 normalisation (one per network).
-- `nce_loss`: CRD's binary NCE loss with the critic
+- `nce_loss_from_scores`: CRD's binary NCE loss, from the dot products `s = u.v`, with the critic
   `h(u, v) = e^{u.v/tau} / (e^{u.v/tau} + Z K / N)`, written in log space as
   `h = sigmoid(u.v/tau - log(Z K / N))`; per sample
   `l = -[log h(u, v+) + sum_k log(1 - h(u, v-_k))]`.
@@ -33,7 +33,6 @@ __all__ = [
     "MemoryBank",
     "estimate_log_z",
     "infonce_loss",
-    "nce_loss",
     "nce_loss_from_scores",
 ]
 
@@ -77,32 +76,6 @@ def nce_loss_from_scores(
     a_pos = positive.float() / temperature - offset
     a_neg = negatives.float() / temperature - offset.unsqueeze(-1)
     return -F.logsigmoid(a_pos) - F.logsigmoid(-a_neg).sum(dim=1)
-
-
-def nce_loss(
-    anchor: Tensor,
-    positive: Tensor,
-    negatives: Tensor,
-    *,
-    temperature: float,
-    num_samples: int,
-    log_z: float | Tensor = 0.0,
-) -> Tensor:
-    """CRD's NCE loss of one direction, per sample, shape (B,).
-
-    Args:
-        anchor: `(B, d)` anchor embeddings `u_i`.
-        positive: `(B, d)` the positive of each anchor `v_i^+`.
-        negatives: `(B, K, d)` K negatives per anchor.
-        temperature: `tau`.
-        num_samples: `N`, the size of the set the negatives are drawn from (noise prior `1 / N`).
-        log_z: `log Z`, the normalisation constant of `e^{u.v/tau}` (0: the plain exponential).
-    """
-    with _full_precision(anchor):
-        anchor, positive, negatives = anchor.float(), positive.float(), negatives.float()
-        pos = (anchor * positive).sum(dim=1)
-        neg = torch.einsum("bkd,bd->bk", negatives, anchor)
-    return nce_loss_from_scores(pos, neg, temperature=temperature, num_samples=num_samples, log_z=log_z)
 
 
 def estimate_log_z(positive: Tensor, negatives: Tensor, *, temperature: float, num_samples: int) -> Tensor:

@@ -18,14 +18,17 @@ only (adversarial training). Swapping two logits swaps the two probabilities.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.attacks import KLToModel
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_div
+from robustdistill.attacks import KLToModel, kl_div
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import Method, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 
@@ -52,25 +55,19 @@ def corrected_adversarial(teacher_adv: Tensor, y: Tensor) -> Tensor:
     return swap_logits(teacher_adv, y, runner_up, margin < 0)
 
 
-@register_method("dgad")
-class DGAD(Method):
+@dataclass(frozen=True)
+class DGADOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    beta: float = option(1.0, ge=0, help="weight of the predictive-consistency term")
+
+
+@register_method("dgad", role="distillation", needs_teacher=True)
+class DGAD(Method[DGADOptions]):
     """Distil on x where the teacher is wrong and on x' where it is right, from label-swapped teacher outputs."""
 
-    needs_teacher = True
-
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        beta: float = 1.0,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-    ) -> None:
-        super().__init__(teacher=teacher)
-        self.beta = check_positive("beta", beta, allow_zero=True)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+    def __init__(self, options: DGADOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         x_adv = self.attack.perturb(student, x, y, index, loss=KLToModel(self.teacher), random_start="normal")
@@ -86,13 +83,10 @@ class DGAD(Method):
         partitioned = (standard * kl_clean + (1 - standard) * kl_adv).mean()
         consistency = (F.softmax(logits_adv.float(), dim=1) - F.softmax(logits_clean.float(), dim=1)).pow(2).mean()
         return {
-            "loss": partitioned + self.beta * consistency,
+            "loss": partitioned + self.options.beta * consistency,
             "kl_partitioned": partitioned.detach(),
             "consistency": consistency.detach(),
             "standard_fraction": standard.mean(),
             "acc_adv": accuracy(logits_adv, y),
             "acc_clean": accuracy(logits_clean, y),
         }
-
-    def options(self) -> dict[str, Any]:
-        return {"beta": self.beta, **self.attack.as_dict()}

@@ -27,17 +27,20 @@ Estimators (per sample `l_i`):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.attacks import FeatureLoss
+from robustdistill.attacks import FeatureLoss, kl_div
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_choice, check_positive, kl_batchmean
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import Method, accuracy
 from robustdistill.methods.contrast import (
     EmbedHead,
     MemoryBank,
@@ -45,18 +48,9 @@ from robustdistill.methods.contrast import (
     infonce_loss,
     nce_loss_from_scores,
 )
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 from robustdistill.runtime import distributed as dist
-
-ESTIMATORS = ("nce", "infonce")
-REWEIGHTS = ("confidence", "none")
-ADV_LOSSES = ("contrast", "ce")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"option '{name}' must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -90,110 +84,81 @@ def logits_and_features(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
-@register_method("gacd")
-class GACD(Method):
+@dataclass(frozen=True)
+class GACDOptions(Options):
+    """The options of `gacd` (defaults: METHODS.md, Method B)."""
+
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    estimator: Literal["nce", "infonce"] = option("nce", help="contrastive estimator: CRD's NCE or in-batch InfoNCE")
+    feat_dim: int = option(128, ge=1, help="dimension of the projected embeddings")
+    nce_k: int = option(4096, ge=1, help="negatives per anchor drawn from the memory bank (nce)")
+    temperature: float = option(0.07, gt=0, help="temperature of the critic's dot products")
+    momentum: float = option(0.5, ge=0, lt=1, help="momentum of the memory-bank update (nce)")
+    reweight: Literal["confidence", "none"] = option("confidence", help="sample weights p_T(y|x)^beta, or none")
+    beta: float = option(1.0, ge=0, help="exponent of the confidence weights")
+    adv_loss: Literal["contrast", "ce"] = option("contrast", help="the inner loss: the contrastive loss, or CE")
+    beta_c: float = option(0.8, ge=0, help="weight of the contrastive term")
+    alpha_kd: float = option(0.0, ge=0, help="weight of KL(p_T(x) || p_S(x')) (0 for cross-task transfer)")
+
+
+@register_method("gacd", role="distillation", needs_teacher=True, same_label_space=False)
+class GACD(Method[GACDOptions]):
     """Guided adversarial contrastive distillation: match teacher and student features contrastively.
 
-    Options (METHODS.md, Method B; defaults in brackets): `estimator` [nce] | infonce, `feat_dim`
-    [128], `nce_k` [4096], `temperature` [0.07], `momentum` [0.5], `reweight` [confidence] | none,
-    `beta` [1], `adv_loss` [contrast] | ce, `beta_c` [0.8], `alpha_kd` [0], the attack's `eps`
-    [8/255], `step_size` [eps/4], `steps` [10], `norm` [linf], and three facts about the run that
-    the command line fills in: `student_dim` (the student's `feature_dim`, required),
-    `num_samples` (training-set size N, required by `nce` for the memory bank) and
-    `same_label_space` (False for cross-task transfer: reweighting off, `alpha_kd` must be 0).
+    Besides its options (`GACDOptions`) it needs three facts about the run (`RunFacts`), which the
+    command line fills in: `student_dim` (the student's `feature_dim`, required), `num_samples`
+    (training-set size N, required by `nce` for the memory bank) and `same_label_space` (False for
+    cross-task transfer: reweighting off, `alpha_kd` must be 0). `same_label_space=False` at
+    registration says that gacd can transfer across label spaces.
     """
 
-    needs_teacher = True
-    #: features only: teacher and student may have different label spaces (cross-task transfer)
-    same_label_space = False
-
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        estimator: str = "nce",
-        feat_dim: int = 128,
-        nce_k: int = 4096,
-        temperature: float = 0.07,
-        momentum: float = 0.5,
-        reweight: str = "confidence",
-        beta: float = 1.0,
-        adv_loss: str = "contrast",
-        beta_c: float = 0.8,
-        alpha_kd: float = 0.0,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-        student_dim: int | None = None,
-        same_label_space: bool = True,
-    ) -> None:
-        super().__init__(teacher=teacher)
-        self.estimator = check_choice("estimator", estimator, ESTIMATORS)
-        self.feat_dim = _check_int("feat_dim", feat_dim, 1)
-        self.nce_k = _check_int("nce_k", nce_k, 1)
-        self.temperature = check_positive("temperature", temperature)
-        self.momentum = float(momentum)
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"option 'momentum' must be in [0, 1), got {momentum}")
-        self.reweight = check_choice("reweight", reweight, REWEIGHTS)
-        self.beta = check_positive("beta", beta, allow_zero=True)
-        self.adv_loss = check_choice("adv_loss", adv_loss, ADV_LOSSES)
-        self.beta_c = check_positive("beta_c", beta_c, allow_zero=True)
-        self.alpha_kd = check_positive("alpha_kd", alpha_kd, allow_zero=True)
-        self.attack = AttackSettings(
-            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
-        )
-        if not isinstance(same_label_space, bool):
-            raise ConfigError(f"option 'same_label_space' must be true or false, got {same_label_space!r}")
-        self.shared_labels = same_label_space
-        if not same_label_space:
-            if self.alpha_kd > 0:
+    def __init__(self, options: GACDOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        facts = self.facts
+        self.attack = AttackSettings(options.attack, num_samples=facts.num_samples)
+        if not facts.same_label_space:
+            if options.alpha_kd > 0:
                 raise ConfigError(
                     "option 'alpha_kd' must be 0 when teacher and student have different label spaces "
                     "(cross-task transfer matches features only)"
                 )
-            if self.reweight == "confidence":
+            if options.reweight == "confidence":
                 warnings.warn(
                     "gacd: teacher and student label spaces differ (cross-task), so confidence "
                     "reweighting is off (reweight=none)",
                     UserWarning,
                     stacklevel=2,
                 )
-                self.reweight = "none"
-        if student_dim is None:
+                self.options = options = dataclasses.replace(options, reweight="none")
+        if facts.student_dim is None:
             raise ConfigError(
-                "gacd needs option 'student_dim' (the student's feature_dim) to build its projection head; "
-                "pass student_dim=student.feature_dim"
+                "gacd needs the student's feature_dim to build its projection head: pass "
+                "student_dim=student.feature_dim (the distill command passes it)"
             )
-        self.student_dim = _check_int("student_dim", student_dim, 1)
+        self.student_dim = facts.student_dim
         teacher_dim = getattr(self.teacher, "feature_dim", None)
         if isinstance(teacher_dim, bool) or not isinstance(teacher_dim, int) or teacher_dim < 1:
             raise ConfigError(
                 f"gacd needs a teacher with an integer feature_dim (a robustdistill classifier); got {teacher_dim!r}"
             )
         self.teacher_dim = teacher_dim
-        self.embed_s = EmbedHead(self.student_dim, self.feat_dim)
-        self.embed_t = EmbedHead(self.teacher_dim, self.feat_dim)
-        self.num_samples = num_samples
+        self.embed_s = EmbedHead(self.student_dim, options.feat_dim)
+        self.embed_t = EmbedHead(self.teacher_dim, options.feat_dim)
         self.memory: MemoryBank | None = None
-        if self.estimator == "nce":
-            if num_samples is None:
+        if options.estimator == "nce":
+            if facts.num_samples is None:
                 raise ConfigError(
-                    "estimator 'nce' needs option 'num_samples' (the training-set size) for its memory bank; "
-                    "pass it or use estimator=infonce"
+                    "estimator 'nce' needs 'num_samples' (the training-set size) for its memory bank; "
+                    "pass num_samples=len(train) or use estimator=infonce"
                 )
-            self.num_samples = _check_int("num_samples", num_samples, 2)
-            if self.nce_k > self.num_samples - 1:
+            if options.nce_k > facts.num_samples - 1:
                 warnings.warn(
-                    f"gacd: nce_k={self.nce_k} is more than the {self.num_samples - 1} other training samples; "
+                    f"gacd: nce_k={options.nce_k} is more than the {facts.num_samples - 1} other training samples; "
                     "negatives are drawn with replacement and will repeat",
                     UserWarning,
                     stacklevel=2,
                 )
-            self.memory = MemoryBank(self.num_samples, self.feat_dim, self.momentum)
+            self.memory = MemoryBank(facts.num_samples, options.feat_dim, options.momentum)
 
     # -- pieces, public so that they can be checked one by one ---------------------------------
     def sample_weights(self, teacher_logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -203,12 +168,12 @@ class GACD(Method):
         have equal size). With `reweight=none` both are ones. If every raw weight of the batch is 0,
         the weights are all 0 (the contrastive term drops out for that batch).
         """
-        if self.reweight == "none":
+        if self.options.reweight == "none":
             ones = torch.ones(y.shape[0], device=y.device)
             return ones, ones
         with torch.no_grad():
             log_p = F.log_softmax(teacher_logits.detach().float(), dim=1).gather(1, y.view(-1, 1)).squeeze(1)
-            raw = torch.where(log_p.exp() > 0, torch.exp(self.beta * log_p), torch.zeros_like(log_p))
+            raw = torch.where(log_p.exp() > 0, torch.exp(self.options.beta * log_p), torch.zeros_like(log_p))
             weights = raw / dist.mean_over_ranks(raw.mean()).clamp_min(torch.finfo(raw.dtype).tiny)
         return weights, raw
 
@@ -216,7 +181,7 @@ class GACD(Method):
         """`(B, nce_k)` memory slots of other samples for `nce` (drawn with torch's global RNG); None for infonce."""
         if self.memory is None:
             return None
-        return self.memory.sample_negatives(index, self.nce_k)
+        return self.memory.sample_negatives(index, self.options.nce_k)
 
     def gather_negatives(self, negatives: Tensor | None) -> tuple[Tensor, Tensor] | None:
         """The memory rows of the slots `negatives` (B, K): `(student bank, teacher bank)`, each (B, K, d).
@@ -249,7 +214,7 @@ class GACD(Method):
         student bank when already known (fixed anchor). `infonce`: teacher-anchored in-batch InfoNCE.
         """
         if self.memory is None:
-            return infonce_loss(z_t, z_s, temperature=self.temperature), None
+            return infonce_loss(z_t, z_s, temperature=self.options.temperature), None
         if negatives is None:
             raise ConfigError("estimator 'nce' needs the negatives' memory slots (B, K)")
         bank = self.memory
@@ -263,7 +228,7 @@ class GACD(Method):
                 teacher_scores = torch.einsum("bkd,bd->bk", neg_student, z_t)  # teacher anchor vs student bank
             scores_t = teacher_scores
             scores_s = torch.einsum("bkd,bd->bk", neg_teacher, z_s)  # student anchor vs teacher bank
-        n, tau = bank.num_samples, self.temperature
+        n, tau = bank.num_samples, self.options.temperature
         estimate = torch.stack(
             [
                 estimate_log_z(positive, scores_t, temperature=tau, num_samples=n),
@@ -291,7 +256,7 @@ class GACD(Method):
         PGD on `CE(S(x'), y)`.
         """
         net = _unwrap(student)
-        if self.adv_loss == "ce":
+        if self.options.adv_loss == "ce":
             return self.attack.perturb(net, x, y, index, loss="ce")
         anchor = anchor.detach()
         head = self.embed_s
@@ -324,7 +289,7 @@ class GACD(Method):
                 f"the student gave {features_adv.shape[1]}-d features but gacd was built with "
                 f"student_dim={self.student_dim}; pass student_dim=student.feature_dim"
             )
-        uses_teacher_classes = self.reweight == "confidence" or self.alpha_kd > 0
+        uses_teacher_classes = self.options.reweight == "confidence" or self.options.alpha_kd > 0
         if uses_teacher_classes and teacher_logits.shape[1] != logits_adv.shape[1]:
             raise ConfigError(
                 f"the teacher has {teacher_logits.shape[1]} classes and the student {logits_adv.shape[1]}: "
@@ -335,11 +300,11 @@ class GACD(Method):
         weights, raw = self.sample_weights(teacher_logits, y)
         contrast = (weights * per_sample).mean()
         ce = F.cross_entropy(logits_adv.float(), y)
-        loss = ce + self.beta_c * contrast
+        loss = ce + self.options.beta_c * contrast
         terms: dict[str, Tensor] = {}
-        if self.alpha_kd > 0:
-            kd = kl_batchmean(teacher_logits, logits_adv)
-            loss = loss + self.alpha_kd * kd
+        if self.options.alpha_kd > 0:
+            kd = kl_div(teacher_logits, logits_adv).mean()
+            loss = loss + self.options.alpha_kd * kd
             terms["kd"] = kd.detach()
         if self.memory is not None:
             assert log_z_estimate is not None
@@ -365,22 +330,4 @@ class GACD(Method):
             name: value
             for name, value in (("nce_log_z_t", log_z[0]), ("nce_log_z_s", log_z[1]))
             if not math.isnan(value)
-        }
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "estimator": self.estimator,
-            "feat_dim": self.feat_dim,
-            "nce_k": self.nce_k,
-            "temperature": self.temperature,
-            "momentum": self.momentum,
-            "reweight": self.reweight,
-            "beta": self.beta,
-            "adv_loss": self.adv_loss,
-            "beta_c": self.beta_c,
-            "alpha_kd": self.alpha_kd,
-            "num_samples": self.num_samples,
-            "student_dim": self.student_dim,
-            "same_label_space": self.shared_labels,
-            **self.attack.as_dict(),
         }

@@ -14,17 +14,19 @@ The teacher sees `x + d` and `x − d` in one batch, without gradient.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from robustdistill.attacks import kl_div
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AdversarialDistillation, Method, check_choice, check_positive, kl_div
-from robustdistill.methods.registry import create, register_method
-
-BASES = ("adaad", "ard", "rslad")
-ATTACK_OPTIONS = ("eps", "step_size", "steps", "norm")
+from robustdistill.methods.attack import AttackOptions
+from robustdistill.methods.base import AdversarialDistillation, Method
+from robustdistill.methods.options import Options, option
+from robustdistill.methods.registry import register_method, spec
 
 
 def logit_difference_kl(
@@ -34,49 +36,44 @@ def logit_difference_kl(
     return kl_div(teacher_plus.float() - teacher_minus.float(), student_plus.float() - student_minus.float())
 
 
-def check_ramp(value: Any) -> int:
-    """The ramp length in epochs: an integer >= 1, else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"option 'ramp_epochs' must be an integer >= 1, got {value!r}")
-    return value
+@dataclass(frozen=True)
+class IGDMOptions(Options):
+    """igdm's own options; `base_opts` holds the base method's others (its attack is igdm's `attack`)."""
 
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    base: Literal["adaad", "ard", "rslad"] = option("adaad", help="the adversarial distillation IGDM is added to")
+    alpha: float = option(1.0, ge=0, help="weight of the IGDM term at the end of its ramp")
+    ramp_epochs: int = option(200, ge=1, help="epochs over which the IGDM weight rises linearly to alpha")
+    base_opts: Mapping[str, Any] | None = option(None, help="the base method's options, without its attack settings")
 
-@register_method("igdm")
-class IGDM(Method):
-    """The base method's loss plus the match of the teacher's and the student's symmetric logit differences."""
-
-    needs_teacher = True
-
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        base: str = "adaad",
-        alpha: float = 1.0,
-        ramp_epochs: int = 200,
-        base_opts: dict[str, Any] | None = None,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-    ) -> None:
-        super().__init__(teacher=teacher)
-        self.base_name = check_choice("base", base, BASES)
-        self.alpha = check_positive("alpha", alpha, allow_zero=True)
-        self.ramp_epochs = check_ramp(ramp_epochs)
-        if base_opts is not None and not isinstance(base_opts, dict):
-            raise ConfigError(f"option 'base_opts' must be a mapping of the base method's options, got {base_opts!r}")
-        clash = sorted(set(base_opts or {}) & set(ATTACK_OPTIONS))
+    def check(self) -> None:
+        attack_keys = self.attack.keys()
+        clash = sorted(set(self.base_opts or {}) & set(attack_keys))
         if clash:
             raise ConfigError(f"give the attack settings ({', '.join(clash)}) to igdm itself, not in 'base_opts'")
-        attack = {"eps": eps, "step_size": step_size, "steps": steps, "norm": norm}
-        self.base = create(self.base_name, teacher=teacher, **attack, **(base_opts or {}))
-        assert isinstance(self.base, AdversarialDistillation)
+        resolved = self.base_options().to_dict()
+        self._set("base_opts", {key: value for key, value in resolved.items() if key not in attack_keys})
+
+    def base_options(self) -> Options:
+        """The base method's options: `base_opts` with igdm's attack."""
+        values = {**(self.base_opts or {}), **self.attack.to_dict()}
+        return spec(self.base).validate(values)
+
+
+@register_method("igdm", role="distillation", needs_teacher=True)
+class IGDM(Method[IGDMOptions]):
+    """The base method's loss plus the match of the teacher's and the student's symmetric logit differences."""
+
+    def __init__(self, options: IGDMOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        base = spec(options.base).build(options.base_options(), teacher=self.teacher, facts=self.facts)
+        assert isinstance(base, AdversarialDistillation)
+        self.base: AdversarialDistillation[Any] = base
 
     @property
     def weight(self) -> float:
         """`alpha · (e + 1) / ramp_epochs` for the epoch set by `on_epoch_start`."""
-        return self.alpha * (self.epoch + 1) / self.ramp_epochs
+        return self.options.alpha * (self.epoch + 1) / self.options.ramp_epochs
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
@@ -93,13 +90,3 @@ class IGDM(Method):
 
     def diagnostics(self) -> dict[str, float]:
         return {"igdm_weight": self.weight}
-
-    def options(self) -> dict[str, Any]:
-        base = self.base.options()
-        return {
-            "base": self.base_name,
-            "alpha": self.alpha,
-            "ramp_epochs": self.ramp_epochs,
-            "base_opts": {k: v for k, v in base.items() if k not in ATTACK_OPTIONS},
-            **{k: base[k] for k in ATTACK_OPTIONS},
-        }

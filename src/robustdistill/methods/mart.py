@@ -7,11 +7,17 @@ BCE(z, y) = −log p_y(z) − log(1 − max_{k≠y} p_k(z))   (boosted cross-ent
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_div
+from robustdistill.attacks import kl_div
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import Method, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 
@@ -23,26 +29,19 @@ def boosted_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), y) + margin.mean()
 
 
-@register_method("mart")
-class MART(Method):
+@dataclass(frozen=True)
+class MARTOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    lam: float = option(6.0, ge=0, help="weight of the misclassification-weighted KL term")
+
+
+@register_method("mart", role="objective")
+class MART(Method[MARTOptions]):
     """Boosted CE on adversarial inputs plus a KL term weighted toward misclassified samples."""
 
-    def __init__(
-        self,
-        *,
-        lam: float = 6.0,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.lam = check_positive("lam", lam, allow_zero=True)
-        self.attack = AttackSettings(
-            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
-        )
+    def __init__(self, options: MARTOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         x_adv = self.attack.perturb(student, x, y, index, loss="ce", random_start="normal")
@@ -51,7 +50,7 @@ class MART(Method):
         bce = boosted_cross_entropy(logits_adv, y)
         p_true = F.softmax(logits_clean.float(), dim=1).gather(1, y[:, None]).squeeze(1)
         robust = (kl_div(logits_clean, logits_adv) * (1 - p_true)).mean()
-        loss = bce + self.lam * robust
+        loss = bce + self.options.lam * robust
         return {
             "loss": loss,
             "bce_adv": bce.detach(),
@@ -59,6 +58,3 @@ class MART(Method):
             "acc_clean": accuracy(logits_clean, y),
             "acc_adv": accuracy(logits_adv, y),
         }
-
-    def options(self) -> dict[str, object]:
-        return {"lam": self.lam, **self.attack.as_dict()}

@@ -22,72 +22,58 @@ data-parallel training the two losses are averaged over the processes before the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_batchmean
-from robustdistill.methods.kd import check_count, check_fraction
+from robustdistill.attacks import kl_div
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import Method, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 from robustdistill.runtime import distributed as dist
 
 _TINY = 1e-12
 
 
-@register_method("mtard")
-class MTARD(Method):
+@dataclass(frozen=True)
+class MTARDOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    weight_lr: float = option(0.025, ge=0, le=1, help="step of the adaptive weights toward their targets")
+    rate_exponent: float = option(1.0, gt=0, help="exponent of the relative losses L / L^0")
+    init_weight_adv: float = option(0.5, ge=0, le=1, help="w_adv at the start (w_nat = 1 - w_adv)")
+    weight_lr_milestones: tuple[int, ...] = option((), ge=0, help="epochs at which weight_lr is multiplied by decay")
+    weight_lr_decay: float = option(0.1, ge=0, le=1, help="factor applied to weight_lr at each milestone")
+
+    def check(self) -> None:
+        self._set("weight_lr_milestones", tuple(sorted(self.weight_lr_milestones)))
+
+
+@register_method("mtard", role="distillation", needs_teacher=True, needs_natural_teacher=True)
+class MTARD(Method[MTARDOptions]):
     """Distil a robust teacher on adversarial inputs and a natural teacher on clean inputs, with weights
     that follow the two losses' relative progress."""
-
-    needs_teacher = True
-    needs_natural_teacher = True
 
     weight_adv: Tensor
     weight_nat: Tensor
     init_loss_adv: Tensor
     init_loss_nat: Tensor
 
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        natural_teacher: nn.Module | None = None,
-        weight_lr: float = 0.025,
-        rate_exponent: float = 1.0,
-        init_weight_adv: float = 0.5,
-        weight_lr_milestones: Sequence[int] = (),
-        weight_lr_decay: float = 0.1,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        super().__init__(teacher=teacher, natural_teacher=natural_teacher)
-        self.weight_lr = check_fraction("weight_lr", weight_lr)
-        self.rate_exponent = check_positive("rate_exponent", rate_exponent)
-        self.init_weight_adv = check_fraction("init_weight_adv", init_weight_adv)
-        if isinstance(weight_lr_milestones, (str, bytes)) or not isinstance(weight_lr_milestones, Sequence):
-            raise ConfigError(f"option 'weight_lr_milestones' must be a list of epochs, got {weight_lr_milestones!r}")
-        self.weight_lr_milestones = tuple(sorted(check_count("weight_lr_milestones", m) for m in weight_lr_milestones))
-        self.weight_lr_decay = check_fraction("weight_lr_decay", weight_lr_decay)
-        self.attack = AttackSettings(
-            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
-        )
-        self.register_buffer("weight_adv", torch.tensor(self.init_weight_adv))
-        self.register_buffer("weight_nat", torch.tensor(1.0 - self.init_weight_adv))
+    def __init__(self, options: MTARDOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
+        self.register_buffer("weight_adv", torch.tensor(options.init_weight_adv))
+        self.register_buffer("weight_nat", torch.tensor(1.0 - options.init_weight_adv))
         # NaN = not seen yet: the first training step records its losses here.
         self.register_buffer("init_loss_adv", torch.tensor(float("nan")))
         self.register_buffer("init_loss_nat", torch.tensor(float("nan")))
 
     def current_weight_lr(self) -> float:
         """`weight_lr`, decayed once for each milestone the current epoch has reached."""
-        reached = sum(self.epoch >= milestone for milestone in self.weight_lr_milestones)
-        return self.weight_lr * self.weight_lr_decay**reached
+        reached = sum(self.epoch >= milestone for milestone in self.options.weight_lr_milestones)
+        return self.options.weight_lr * self.options.weight_lr_decay**reached
 
     @torch.no_grad()
     def update_weights(self, loss_adv: Tensor, loss_nat: Tensor) -> None:
@@ -97,8 +83,8 @@ class MTARD(Method):
         loss_adv, loss_nat = losses.unbind()
         self.init_loss_adv.copy_(torch.where(torch.isnan(self.init_loss_adv), loss_adv, self.init_loss_adv))
         self.init_loss_nat.copy_(torch.where(torch.isnan(self.init_loss_nat), loss_nat, self.init_loss_nat))
-        rate_adv = (loss_adv / self.init_loss_adv.clamp_min(_TINY)).pow(self.rate_exponent)
-        rate_nat = (loss_nat / self.init_loss_nat.clamp_min(_TINY)).pow(self.rate_exponent)
+        rate_adv = (loss_adv / self.init_loss_adv.clamp_min(_TINY)).pow(self.options.rate_exponent)
+        rate_nat = (loss_nat / self.init_loss_nat.clamp_min(_TINY)).pow(self.options.rate_exponent)
         total = rate_adv + rate_nat
         target_nat = torch.where(total > 0, rate_nat / total.clamp_min(_TINY), self.weight_nat)
         weight_nat = self.weight_nat - self.current_weight_lr() * (self.weight_nat - target_nat)
@@ -112,8 +98,8 @@ class MTARD(Method):
             natural_clean = self.natural_teacher(x)
         logits_adv = student(x_adv)
         logits_clean = student(x)
-        kl_adv = kl_batchmean(teacher_adv, logits_adv)
-        kl_nat = kl_batchmean(natural_clean, logits_clean)
+        kl_adv = kl_div(teacher_adv, logits_adv).mean()
+        kl_nat = kl_div(natural_clean, logits_clean).mean()
         if self.training:
             self.update_weights(kl_adv, kl_nat)
         # clones: the buffers change in place at the next step, the graph must keep this step's values
@@ -131,13 +117,3 @@ class MTARD(Method):
 
     def diagnostics(self) -> dict[str, float]:
         return {"mtard_weight_adv": float(self.weight_adv), "mtard_weight_nat": float(self.weight_nat)}
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "weight_lr": self.weight_lr,
-            "rate_exponent": self.rate_exponent,
-            "init_weight_adv": self.init_weight_adv,
-            "weight_lr_milestones": list(self.weight_lr_milestones),
-            "weight_lr_decay": self.weight_lr_decay,
-            **self.attack.as_dict(),
-        }

@@ -20,6 +20,8 @@ architecture unless `peer` names another. Gradient flows through both student ou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,16 +29,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistill import models
-from robustdistill.attacks import KLToSoftLabels, attack_mode
+from robustdistill.attacks import KLToSoftLabels, attack_mode, kl_div
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_batchmean
-from robustdistill.methods.kd import check_temperature
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import Method, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 SPEC_FIELDS = ("arch", "num_classes", "in_channels", "kwargs", "mean", "std")
 
 
-def build_peer(student_spec: Any, peer: str | None, peer_opts: dict[str, Any] | None) -> nn.Module:
+def build_peer(student_spec: Any, peer: str | None, peer_opts: Mapping[str, Any] | None) -> nn.Module:
     """The peer: architecture `peer` (default the student's) sized like the student, with its normalisation.
 
     `peer_opts` are the peer's model options; by default the student's when the architecture is the
@@ -44,10 +47,9 @@ def build_peer(student_spec: Any, peer: str | None, peer_opts: dict[str, Any] | 
     """
     if not isinstance(student_spec, dict) or any(key not in student_spec for key in SPEC_FIELDS):
         raise ConfigError(
-            "peeraid needs option 'student_spec' (the student's model spec, student.spec) to build its peer"
+            "peeraid needs the student's model spec to build its peer: pass student_spec=student.spec "
+            "(the distill and train-teacher commands pass it)"
         )
-    if peer_opts is not None and not isinstance(peer_opts, dict):
-        raise ConfigError(f"option 'peer_opts' must be a mapping of model options, got {peer_opts!r}")
     arch = peer or student_spec["arch"]
     options = peer_opts if peer_opts is not None else (student_spec["kwargs"] if peer is None else {})
     return models.create(
@@ -60,45 +62,29 @@ def build_peer(student_spec: Any, peer: str | None, peer_opts: dict[str, Any] | 
     )
 
 
-@register_method("peeraid")
-class PeerAiD(Method):
+@dataclass(frozen=True)
+class PeerAiDOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    peer: str | None = option(None, help="the peer's architecture; none: the student's")
+    peer_opts: Mapping[str, Any] | None = option(None, help="the peer's model options; none: the student's (same arch)")
+    tau: float = option(5.0, gt=0, help="temperature of the student's distillation terms")
+    tau_peer: float = option(1.0, gt=0, help="temperature of the peer's distillation term")
+    gamma1: float = option(1.0, ge=0, help="weight of the peer's cross-entropy on x'")
+    gamma2: float = option(0.1, ge=0, help="weight of the peer's KL to the student")
+    lamb1: float = option(0.0, ge=0, help="weight of the student's cross-entropy on x'")
+    lamb2: float = option(1.0, ge=0, help="weight of the student's KL to the peer")
+    lamb3: float = option(1.0, ge=0, help="weight of the student's clean-adversarial consistency")
+    class_mean_kl: bool = option(True, help="divide the KL terms by the number of classes (nn.KLDivLoss's mean)")
+
+
+@register_method("peeraid", role="distillation")
+class PeerAiD(Method[PeerAiDOptions]):
     """Train a peer tutor on the student's adversarial examples and distil it into the student there."""
 
-    def __init__(
-        self,
-        *,
-        peer: str | None = None,
-        peer_opts: dict[str, Any] | None = None,
-        tau: float = 5.0,
-        tau_peer: float = 1.0,
-        gamma1: float = 1.0,
-        gamma2: float = 0.1,
-        lamb1: float = 0.0,
-        lamb2: float = 1.0,
-        lamb3: float = 1.0,
-        class_mean_kl: bool = True,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        student_spec: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.peer = build_peer(student_spec, peer, peer_opts)
-        self.peer_name = peer
-        self.peer_opts = peer_opts
-        self.student_spec = student_spec
-        self.tau = check_temperature("tau", tau)
-        self.tau_peer = check_temperature("tau_peer", tau_peer)
-        self.gamma1 = check_positive("gamma1", gamma1, allow_zero=True)
-        self.gamma2 = check_positive("gamma2", gamma2, allow_zero=True)
-        self.lamb1 = check_positive("lamb1", lamb1, allow_zero=True)
-        self.lamb2 = check_positive("lamb2", lamb2, allow_zero=True)
-        self.lamb3 = check_positive("lamb3", lamb3, allow_zero=True)
-        if not isinstance(class_mean_kl, bool):
-            raise ConfigError(f"option 'class_mean_kl' must be true or false, got {class_mean_kl!r}")
-        self.class_mean_kl = class_mean_kl
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+    def __init__(self, options: PeerAiDOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.peer = build_peer(self.facts.student_spec, options.peer, options.peer_opts)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         with attack_mode(self.peer), torch.no_grad():
@@ -107,20 +93,21 @@ class PeerAiD(Method):
         x_adv = self.attack.perturb(student, x, y, index, loss=KLToSoftLabels(soft_labels), random_start="normal")
         peer_adv = self.peer(x_adv)
         logits_adv = student(x_adv)
-        c = 1 / logits_adv.shape[1] if self.class_mean_kl else 1.0
+        o = self.options
+        c = 1 / logits_adv.shape[1] if o.class_mean_kl else 1.0
 
         peer_ce = F.cross_entropy(peer_adv.float(), y)
-        peer_kl = kl_batchmean(logits_adv.detach(), peer_adv, self.tau_peer)
-        loss_peer = self.gamma1 * peer_ce + self.gamma2 * self.tau_peer**2 * c * peer_kl
+        peer_kl = kl_div(logits_adv.detach(), peer_adv, o.tau_peer).mean()
+        loss_peer = o.gamma1 * peer_ce + o.gamma2 * o.tau_peer**2 * c * peer_kl
 
         student_ce = F.cross_entropy(logits_adv.float(), y)
-        student_kl = kl_batchmean(peer_adv.detach(), logits_adv, self.tau)
-        loss_student = self.lamb1 * student_ce + self.lamb2 * self.tau**2 * c * student_kl
+        student_kl = kl_div(peer_adv.detach(), logits_adv, o.tau).mean()
+        loss_student = o.lamb1 * student_ce + o.lamb2 * o.tau**2 * c * student_kl
         terms: dict[str, Tensor] = {}
-        if self.lamb3 > 0:
+        if o.lamb3 > 0:
             logits_clean = student(x)
-            consistency = kl_batchmean(logits_clean, logits_adv, self.tau)
-            loss_student = loss_student + self.lamb3 * self.tau**2 * c * consistency
+            consistency = kl_div(logits_clean, logits_adv, o.tau).mean()
+            loss_student = loss_student + o.lamb3 * o.tau**2 * c * consistency
             terms.update(kl_consistency=consistency.detach(), acc_clean=accuracy(logits_clean, y))
         return {
             "loss": loss_peer + loss_student,
@@ -132,20 +119,4 @@ class PeerAiD(Method):
             "acc_peer_adv": accuracy(peer_adv, y),
             "acc_adv": accuracy(logits_adv, y),
             **terms,
-        }
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "peer": self.peer_name,
-            "peer_opts": self.peer_opts,
-            "tau": self.tau,
-            "tau_peer": self.tau_peer,
-            "gamma1": self.gamma1,
-            "gamma2": self.gamma2,
-            "lamb1": self.lamb1,
-            "lamb2": self.lamb2,
-            "lamb3": self.lamb3,
-            "class_mean_kl": self.class_mean_kl,
-            "student_spec": self.student_spec,
-            **self.attack.as_dict(),
         }

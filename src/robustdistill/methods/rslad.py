@@ -11,43 +11,39 @@ the attack and the two terms. With `lambda_nat = 0` the clean student pass is sk
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.attacks import KLToSoftLabels
+from robustdistill.attacks import KLToSoftLabels, kl_div
 from robustdistill.errors import ConfigError
-from robustdistill.methods.base import AdversarialDistillation, AttackSettings, accuracy, check_positive, kl_batchmean
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import AdversarialDistillation, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 
-@register_method("rslad")
-class RSLAD(AdversarialDistillation):
-    """Replace hard labels by the robust teacher's clean soft labels, in the attack and in the loss."""
+@dataclass(frozen=True)
+class RSLADOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    lambda_adv: float = option(5 / 6, ge=0, help="weight of KL(p_T(x) || p_S(x'))")
+    lambda_nat: float = option(1 / 6, ge=0, help="weight of KL(p_T(x) || p_S(x))")
 
-    needs_teacher = True
-
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        lambda_adv: float = 5 / 6,
-        lambda_nat: float = 1 / 6,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        super().__init__(teacher=teacher)
-        self.lambda_adv = check_positive("lambda_adv", lambda_adv, allow_zero=True)
-        self.lambda_nat = check_positive("lambda_nat", lambda_nat, allow_zero=True)
+    def check(self) -> None:
         if self.lambda_adv == 0 and self.lambda_nat == 0:
             raise ConfigError("options 'lambda_adv' and 'lambda_nat' are both 0: give at least one a weight > 0")
-        self.attack = AttackSettings(
-            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
-        )
+
+
+@register_method("rslad", role="distillation", needs_teacher=True)
+class RSLAD(AdversarialDistillation[RSLADOptions]):
+    """Replace hard labels by the robust teacher's clean soft labels, in the attack and in the loss."""
+
+    def __init__(self, options: RSLADOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     def distill(
         self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor
@@ -57,15 +53,12 @@ class RSLAD(AdversarialDistillation):
             soft_labels = F.softmax(teacher_clean.float(), dim=1)
         x_adv = self.attack.perturb(student, x, y, index, loss=KLToSoftLabels(soft_labels), random_start="normal")
         logits_adv = student(x_adv)
-        kl_adv = kl_batchmean(teacher_clean, logits_adv)
-        loss = self.lambda_adv * kl_adv
+        kl_adv = kl_div(teacher_clean, logits_adv).mean()
+        loss = self.options.lambda_adv * kl_adv
         terms = {"kl_adv": kl_adv.detach(), "acc_adv": accuracy(logits_adv, y)}
-        if self.lambda_nat > 0:
+        if self.options.lambda_nat > 0:
             logits_clean = student(x)
-            kl_nat = kl_batchmean(teacher_clean, logits_clean)
-            loss = loss + self.lambda_nat * kl_nat
+            kl_nat = kl_div(teacher_clean, logits_clean).mean()
+            loss = loss + self.options.lambda_nat * kl_nat
             terms.update(kl_nat=kl_nat.detach(), acc_clean=accuracy(logits_clean, y))
         return {"loss": loss, **terms}, x_adv, logits_adv
-
-    def options(self) -> dict[str, object]:
-        return {"lambda_adv": self.lambda_adv, "lambda_nat": self.lambda_nat, **self.attack.as_dict()}

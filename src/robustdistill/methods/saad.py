@@ -18,15 +18,18 @@ clean student pass is skipped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.attacks import InnerLoss
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_div
-from robustdistill.methods.igdm import check_ramp, logit_difference_kl
+from robustdistill.attacks import InnerLoss, kl_div
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import Method, accuracy
+from robustdistill.methods.igdm import logit_difference_kl
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 
@@ -62,40 +65,29 @@ class CorrectedTeacherKL(InnerLoss):
         return kl_div(self.corrected_logits(x_adv), model(x_adv))
 
 
-@register_method("saad")
-class SAAD(Method):
+@dataclass(frozen=True)
+class SAADOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    lambda_inner: float = option(1.0, ge=0, help="weight of the first-order teacher correction in the attack")
+    entropy_scale: float = option(5.0, gt=0, help="s: the sample weights are s (H - min H)")
+    entropy_order: float = option(1.0, gt=0, help="q of the teacher's Rényi entropy (1: Shannon's)")
+    alpha: float = option(1.0, ge=0, help="weight of the IGDM term at the end of its ramp")
+    ramp_epochs: int = option(200, ge=1, help="epochs over which the IGDM weight rises linearly to alpha")
+    beta: float = option(0.0, ge=0, help="weight of the clean KL term (0: no clean student pass)")
+
+
+@register_method("saad", role="distillation", needs_teacher=True)
+class SAAD(Method[SAADOptions]):
     """Weight each sample's adversarial and IGDM terms by how uncertain the teacher is at the student's x'."""
 
-    needs_teacher = True
-
-    def __init__(
-        self,
-        *,
-        teacher: nn.Module | None = None,
-        lambda_inner: float = 1.0,
-        entropy_scale: float = 5.0,
-        entropy_order: float = 1.0,
-        alpha: float = 1.0,
-        ramp_epochs: int = 200,
-        beta: float = 0.0,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-    ) -> None:
-        super().__init__(teacher=teacher)
-        self.lambda_inner = check_positive("lambda_inner", lambda_inner, allow_zero=True)
-        self.entropy_scale = check_positive("entropy_scale", entropy_scale)
-        self.entropy_order = check_positive("entropy_order", entropy_order)
-        self.alpha = check_positive("alpha", alpha, allow_zero=True)
-        self.ramp_epochs = check_ramp(ramp_epochs)
-        self.beta = check_positive("beta", beta, allow_zero=True)
-        self.attack = AttackSettings(eps=eps, step_size=step_size, steps=steps, norm=norm)
+    def __init__(self, options: SAADOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     @property
     def igdm_weight(self) -> float:
         """`alpha · (e + 1) / ramp_epochs` for the epoch set by `on_epoch_start`."""
-        return self.alpha * (self.epoch + 1) / self.ramp_epochs
+        return self.options.alpha * (self.epoch + 1) / self.options.ramp_epochs
 
     def teacher_logits_and_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """`(T(x), ∇_x sum_i T(x_i)_{y_i})`, both detached (the teacher's parameters stay frozen)."""
@@ -108,14 +100,14 @@ class SAAD(Method):
     def sample_weights(self, teacher_adv: Tensor) -> tuple[Tensor, Tensor]:
         """`(w, v)`: entropy weights `s · (H − min H)` and their min-max normalisation, detached, (B,)."""
         with torch.no_grad():
-            entropy = renyi_entropy(teacher_adv, self.entropy_order)
-            w = self.entropy_scale * (entropy - entropy.min())
+            entropy = renyi_entropy(teacher_adv, self.options.entropy_order)
+            w = self.options.entropy_scale * (entropy - entropy.min())
             v = (w - w.min()) / (w.max() - w.min() + 1e-8)
         return w, v
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         teacher_clean, gradient = self.teacher_logits_and_gradient(x, y)
-        inner = CorrectedTeacherKL(x, y, teacher_clean, gradient, self.lambda_inner)
+        inner = CorrectedTeacherKL(x, y, teacher_clean, gradient, self.options.lambda_inner)
         x_adv = self.attack.perturb(student, x, y, index, loss=inner, random_start="normal")
         x_minus = x - (x_adv - x)
         with torch.no_grad():
@@ -127,10 +119,10 @@ class SAAD(Method):
         igdm = logit_difference_kl(teacher_plus, teacher_minus, student_plus, student_minus)
         per_sample = w * (kl_adv + self.igdm_weight * igdm)
         terms = {"acc_adv": accuracy(student_plus, y), "weight_mean": w.mean()}
-        if self.beta > 0:
+        if self.options.beta > 0:
             student_clean = student(x)
             kl_nat = kl_div(teacher_clean, student_clean)
-            per_sample = per_sample + self.beta * (1 - v) * kl_nat
+            per_sample = per_sample + self.options.beta * (1 - v) * kl_nat
             terms.update(kl_nat=kl_nat.mean().detach(), acc_clean=accuracy(student_clean, y))
         return {
             "loss": per_sample.mean(),
@@ -141,14 +133,3 @@ class SAAD(Method):
 
     def diagnostics(self) -> dict[str, float]:
         return {"igdm_weight": self.igdm_weight}
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "lambda_inner": self.lambda_inner,
-            "entropy_scale": self.entropy_scale,
-            "entropy_order": self.entropy_order,
-            "alpha": self.alpha,
-            "ramp_epochs": self.ramp_epochs,
-            "beta": self.beta,
-            **self.attack.as_dict(),
-        }

@@ -9,12 +9,9 @@ from robustdistill.methods.base import Method, accuracy
 from robustdistill.methods.registry import register_method
 
 
-@register_method("standard", aliases=("natural", "ce"))
+@register_method("standard", aliases=("natural", "ce"), role="objective")
 class Standard(Method):
     """Plain empirical risk minimisation on clean inputs; no inner maximisation."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         logits = student(x)

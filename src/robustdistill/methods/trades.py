@@ -6,35 +6,33 @@ L  = CE(M(x), y) + beta · KL(p_M(x) || p_M(x')),   beta = 6
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistill.attacks import KLToSoftLabels
-from robustdistill.methods.base import AttackSettings, Method, accuracy, check_positive, kl_batchmean
+from robustdistill.attacks import KLToSoftLabels, kl_div
+from robustdistill.methods.attack import AttackOptions, AttackSettings
+from robustdistill.methods.base import Method, accuracy
+from robustdistill.methods.options import Options, option
 from robustdistill.methods.registry import register_method
 
 
-@register_method("trades")
-class TRADES(Method):
+@dataclass(frozen=True)
+class TRADESOptions(Options):
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    beta: float = option(6.0, ge=0, help="weight of the robust KL term")
+
+
+@register_method("trades", role="objective")
+class TRADES(Method[TRADESOptions]):
     """Trade natural accuracy against the KL divergence between clean and adversarial outputs."""
 
-    def __init__(
-        self,
-        *,
-        beta: float = 6.0,
-        eps: float = 8 / 255,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str = "linf",
-        reuse_steps: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.beta = check_positive("beta", beta, allow_zero=True)
-        self.attack = AttackSettings(
-            eps=eps, step_size=step_size, steps=steps, norm=norm, reuse_steps=reuse_steps, num_samples=num_samples
-        )
+    def __init__(self, options: TRADESOptions, **context: Any) -> None:
+        super().__init__(options, **context)
+        self.attack = AttackSettings(options.attack, num_samples=self.facts.num_samples)
 
     def compute(self, student: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         was_training = student.training
@@ -46,8 +44,8 @@ class TRADES(Method):
         # Separate passes, as in the official code: BatchNorm keeps clean and adversarial statistics apart.
         logits_clean, logits_adv = student(x), student(x_adv)
         ce = F.cross_entropy(logits_clean, y)
-        robust = kl_batchmean(logits_clean, logits_adv)
-        loss = ce + self.beta * robust
+        robust = kl_div(logits_clean, logits_adv).mean()
+        loss = ce + self.options.beta * robust
         return {
             "loss": loss,
             "ce": ce.detach(),
@@ -55,6 +53,3 @@ class TRADES(Method):
             "acc_clean": accuracy(logits_clean, y),
             "acc_adv": accuracy(logits_adv, y),
         }
-
-    def options(self) -> dict[str, object]:
-        return {"beta": self.beta, **self.attack.as_dict()}
