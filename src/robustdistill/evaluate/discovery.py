@@ -3,7 +3,7 @@
 A *run* is a directory with `metrics.jsonl` or `model.safetensors` (plus `config.yaml`, optional
 `results.json`). A *collection* is a directory whose sub-directories are runs; its teacher is the
 sub-run named `teacher`, else the one the students' `teacher` setting points at, else one trained
-without a teacher by a teacher method (`TEACHER_METHODS`).
+without a teacher by a teacher objective (the registry's role "objective").
 """
 
 from __future__ import annotations
@@ -16,12 +16,32 @@ from typing import Any
 
 import yaml
 
+from robustdistill import methods
 from robustdistill.config import default_eps
-from robustdistill.errors import ConfigError, one_line
+from robustdistill.errors import ConfigError, RobustDistillError, one_line
 from robustdistill.evaluate.table import number
 from robustdistill.runtime.metrics import read_metrics
 
-TEACHER_METHODS = ("standard", "pgd-at", "fgsm-rs", "trades", "mart")
+
+def _registered(method: str | None) -> methods.MethodSpec | None:
+    try:
+        return methods.spec(method or "")
+    except RobustDistillError:
+        return None
+
+
+def is_objective(method: str | None) -> bool:
+    """Whether `method` is a registered teacher objective (the registry's role "objective")."""
+    spec = _registered(method)
+    return spec is not None and spec.role == "objective"
+
+
+def is_method(method: str | None, name: str) -> bool:
+    """Whether `method` (a name or an alias) is the registered method `name`."""
+    spec = _registered(method)
+    return spec is not None and spec.name == name
+
+
 WEIGHTS = ("model_swa.safetensors", "model.safetensors", "model_ema.safetensors")  # as runs.resolve_weights
 
 
@@ -113,7 +133,7 @@ def _assign_roles(runs: list[Run]) -> Run | None:
         references = [r.teacher_ref for r in runs if r.teacher_ref]
         teacher = next((r for r in runs if any(_points_at(ref, r) for ref in references)), None)
     if teacher is None:
-        teacher = next((r for r in runs if not r.teacher_ref and r.method in TEACHER_METHODS), None)
+        teacher = next((r for r in runs if not r.teacher_ref and is_objective(r.method)), None)
     for run in runs:
         if run is teacher:
             run.role = "teacher"

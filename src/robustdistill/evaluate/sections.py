@@ -22,11 +22,10 @@ from robustdistill.attacks import PGD
 from robustdistill.errors import RobustDistillError, one_line
 from robustdistill.evaluate import examples, plots, sweep_cache, table
 from robustdistill.evaluate import sweep as sweep_lib
-from robustdistill.evaluate.discovery import Run, discover_runs, epoch_records, eps_of, last_eval
+from robustdistill.evaluate.discovery import Run, discover_runs, epoch_records, eps_of, is_method, last_eval
 from robustdistill.evaluate.table import format_eps, format_norm, number
 from robustdistill.utils import resolve_device
 
-PATHS_METHODS = ("paths", "dong2024")
 FIGURES = "figures"
 
 
@@ -302,7 +301,7 @@ class ReportState:
     def paths_profiles(self) -> None:
         for run in self.runs:
             has_keys = _has_paths_keys(run)
-            if run.method in PATHS_METHODS and not has_keys:
+            if is_method(run.method, "paths") and not has_keys:
                 self.note(f"{run.label} uses method 'paths' but its metrics hold no paths/weight_* keys.")
             if not has_keys:
                 continue
