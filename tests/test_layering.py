@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "robustdistill"
 #: not those of its own layer
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustdistill", "errors"),  # the root package: its version and lazy sub-package access
-    ("utils", "registry", "lock"),
+    ("utils", "registry", "lock", "run_dir"),
     ("runtime",),  # ranks and collectives, progress display, metrics log
     ("data",),
     ("config",),

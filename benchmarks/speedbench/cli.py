@@ -16,9 +16,10 @@ import speedbench
 from robustdistill.config import parse_value
 from robustdistill.evaluate import write_record
 from robustdistill.utils import atomic_write_bytes
-from speedbench.bench import CIFAR10_TRAIN, METHODS, build_setup
+from speedbench.bench import CIFAR10_TRAIN, build_setup
 from speedbench.measure import measure, measure_variants, parse_variant
 from speedbench.passes import Passes
+from speedbench.reference import METHODS
 from speedbench.report import cpu_notes, machine_info, markdown
 
 
@@ -84,7 +85,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = [parse_variant(text) for text in args.variant]
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
-        raise SystemExit(f"unknown method(s): {', '.join(unknown)}")
+        raise SystemExit(
+            f"no reference loop for {', '.join(unknown)} (these have one: {', '.join(METHODS)}); "
+            "time any registered method against --baseline with --variant LABEL=METHOD"
+        )
     passes = Passes(s)
     command = "python benchmarks/speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = {}

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from speedbench.bench import Setup, create_method, sgd
 
@@ -342,33 +342,27 @@ def ref_gacd(s: Setup, opt: torch.optim.Optimizer, method: Any) -> None:
     method.memory.update(s.index, anchor.detach(), z_s.detach())
 
 
+def _loop(name: str) -> Callable[..., None]:
+    return globals()[f"ref_{name.replace('-', '_')}"]
+
+
+#: the methods with a reference loop here (a `ref_<name>` function), in the order of the table
+METHODS = tuple(key[4:].replace("_", "-") for key, value in list(globals().items()) if key.startswith("ref_"))
+
+
 def make_reference(name: str, s: Setup) -> Callable[[], None]:
     s = s.copy(ours=False)
-    student = s.student
-    extra: list[nn.Parameter] = []
-    state: dict[str, Any] = {}
-    if name == "gacd":
-        state["method"] = create_method("gacd", s)
-        extra = list(state["method"].parameters())
-    opt = sgd(list(student.parameters()) + extra)
-    weights = _MTARDWeights()
-    table: dict[str, Callable[[], None]] = {
-        "pgd-at": lambda: ref_pgd_at(s, opt),
-        "trades": lambda: ref_trades(s, opt),
-        "mart": lambda: ref_mart(s, opt),
-        "kd": lambda: ref_kd(s, opt),
-        "ard": lambda: ref_ard(s, opt),
-        "iad": lambda: ref_iad(s, opt),
-        "rslad": lambda: ref_rslad(s, opt),
-        "adaad": lambda: ref_adaad(s, opt),
-        "mtard": lambda: ref_mtard(s, opt, weights),
-        "paths": lambda: ref_paths(s, opt),
-        "gacd": lambda: ref_gacd(s, opt, state.get("method")),
-    }
-    return table[name]
+    extra: dict[str, Any] = {}
+    if name == "gacd":  # the method's own heads and memory bank, trained with the student
+        extra["method"] = create_method("gacd", s)
+    if name == "mtard":
+        extra["weights"] = _MTARDWeights()
+    params = list(s.student.parameters()) + (list(extra["method"].parameters()) if "method" in extra else [])
+    opt = sgd(params)
+    loop = _loop(name)
+    return lambda: loop(s, opt, **extra)
 
 
 def reference_doc(name: str) -> str:
     """The docstring of the method's reference loop on one line (which repository's structure it follows)."""
-    fn = globals()[f"ref_{name.replace('-', '_')}"]
-    return " ".join((fn.__doc__ or "").split())
+    return " ".join((_loop(name).__doc__ or "").split())

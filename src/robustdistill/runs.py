@@ -21,20 +21,8 @@ from robustdistill.errors import CheckpointError, ConfigError, DataError
 from robustdistill.evaluate.during_training import EpochEvaluation
 from robustdistill.lock import RunDirLock
 from robustdistill.methods import Method, RunFacts
+from robustdistill.run_dir import RESULT_FILES, is_run_dir
 from robustdistill.utils import atomic_write_bytes
-
-RESULT_FILES = (
-    "model.safetensors",
-    "model.json",
-    "model_ema.safetensors",
-    "model_ema.json",
-    "model_swa.safetensors",
-    "model_swa.json",
-    "metrics.jsonl",
-    "checkpoints",
-    "results.json",
-    "tensorboard",
-)
 
 
 @dataclass
@@ -134,11 +122,6 @@ def input_files(weights: Path) -> list[Path]:
     ]
 
 
-def is_run_dir(path: Path) -> bool:
-    """A folder written by train-teacher / distill / demo (its config or any result file is there)."""
-    return path.is_dir() and any((path / name).exists() for name in ("config.yaml", *RESULT_FILES))
-
-
 @contextlib.contextmanager
 def lock_if_run_dir(path: Path | None) -> Iterator[None]:
     """Hold the run-directory lock of `path` while writing into it, when it is a run directory."""
@@ -152,7 +135,8 @@ def lock_if_run_dir(path: Path | None) -> Iterator[None]:
         lock.release()
 
 
-def load_teacher(path: str | Path, role: str = "teacher") -> nn.Module:
+def load_teacher(path: str | Path) -> nn.Module:
+    """A teacher saved by this toolkit (weights + spec, or a run directory), in eval mode."""
     model, _ = load_model(path)
     model.eval()
     return model
@@ -336,7 +320,7 @@ def train_from_config(command: str, cfg: RunConfig, *, resume: bool = False, qui
 
         def attach(path: str, role: str, arch: str | None = None) -> tuple[nn.Module, bool]:
             if arch is None:
-                model = load_teacher(path, role)
+                model = load_teacher(path)
             else:
                 channels, classes = int(datasets.train.images.shape[1]), datasets.train.num_classes
                 model = load_foreign_teacher(path, arch, in_channels=channels, num_classes=classes)

@@ -88,10 +88,10 @@ def list_methods(
         console.print(table)
         return
     table = Table(title="methods", caption="`robustdistill methods NAME` shows a method's defaults")
-    for column in ("name", "teacher", "options"):
+    for column in ("name", "role", "teacher", "options"):
         table.add_column(column)
     for method in methods.available():
         spec = methods.spec(method)
         needs = "robust + natural" if spec.needs_natural_teacher else ("yes" if spec.needs_teacher else "no")
-        table.add_row(method, needs, ", ".join(spec.options.keys()))
+        table.add_row(method, spec.role, needs, ", ".join(spec.options.keys()))
     console.print(table)

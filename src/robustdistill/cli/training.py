@@ -78,7 +78,7 @@ def train_teacher(
     download: DownloadOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Adversarially train a model (standard, pgd-at, trades or mart).
+    """Adversarially train a model with a teacher objective (role "objective" in `robustdistill methods`).
 
     Quick try: --subset 512 --epochs 1 (77 s measured on 2 loaded CPU cores, start-up included).
     """

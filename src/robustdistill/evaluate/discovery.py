@@ -20,6 +20,7 @@ from robustdistill import methods
 from robustdistill.config import default_eps
 from robustdistill.errors import ConfigError, RobustDistillError, one_line
 from robustdistill.evaluate.table import number
+from robustdistill.run_dir import has_results
 from robustdistill.runtime.metrics import read_metrics
 
 
@@ -66,12 +67,6 @@ class Run:
     def teacher_ref(self) -> str | None:
         value = self.config.get("teacher")
         return str(value) if value else None
-
-
-def is_run(path: str | Path) -> bool:
-    """True for a directory holding `metrics.jsonl` or `model.safetensors`."""
-    path = Path(path)
-    return path.is_dir() and ((path / "metrics.jsonl").is_file() or (path / "model.safetensors").is_file())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -147,11 +142,11 @@ def discover_runs(run_dir: str | Path) -> tuple[list[Run], Run | None, bool]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory '{run_dir}' does not exist; pass a run or a directory of runs")
-    if is_run(run_dir):
+    if has_results(run_dir):
         run = _load_run(run_dir, run_dir.resolve().name)
         run.role = "student" if run.teacher_ref else "run"
         return [run], None, False
-    children = sorted(p for p in run_dir.iterdir() if is_run(p))
+    children = sorted(p for p in run_dir.iterdir() if has_results(p))
     if not children:
         raise ConfigError(
             f"'{run_dir}' is neither a run (no metrics.jsonl or model.safetensors) nor a directory of runs"
