@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     previous_format = warnings.formatwarning
     with warnings.catch_warnings():  # filters and format are restored afterwards (main may run in-process)
         warnings.filterwarnings("default")
-        warnings.formatwarning = lambda message, category, *rest: f"warning: {one_line(message)}\n"  # type: ignore[assignment]
+        warnings.formatwarning = lambda message, category, *rest: f"warning: {one_line(message)}\n"
         try:
             _run(args)
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -17,6 +17,9 @@ from robustdistill.cli.common import (
     console,
     err_console,
 )
+
+if TYPE_CHECKING:
+    from robustdistill.models import Classifier
 
 
 def evaluate(
@@ -73,7 +76,8 @@ def evaluate(
         raise ConfigError(f"--seed must be in [0, 2**32), got {seed}")
     eps_value = check_eps(eps, norm) if eps is not None else default_eps(data)
     warn_large_eps(eps_value, norm)
-    model, weights = runs.load_model(str(_existing(checkpoint, "--checkpoint")))
+    loaded, weights = runs.load_model(str(_existing(checkpoint, "--checkpoint")))
+    model = cast("Classifier", loaded)  # runs.load_model returns models.load(...), a Classifier
     if json_path is not None:  # results never replace what this command reads
         inputs = runs.input_files(weights)
         if structure:

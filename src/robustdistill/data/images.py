@@ -44,10 +44,10 @@ def decode_images(
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image_file = Image.open(path)
-            with image_file as image:
-                image.load()
-                gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
-                image = image.convert("L" if gray else "RGB")
+            with image_file as opened:
+                opened.load()
+                gray = opened.mode in ("1", "L", "LA", "I", "I;16", "F")
+                image = opened.convert("L" if gray else "RGB")
                 if size is not None and image.size != (size[1], size[0]):
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)

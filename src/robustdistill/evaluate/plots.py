@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
@@ -61,7 +61,9 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def save_png(figure: Figure, path: str | os.PathLike[str], *, rect: Sequence[float] | None = None) -> Path:
+def save_png(
+    figure: Figure, path: str | os.PathLike[str], *, rect: tuple[float, float, float, float] | None = None
+) -> Path:
     """Tight layout, then write the PNG atomically (`utils.atomic_write_bytes`)."""
     path = Path(path)
     figure.tight_layout(rect=rect)
@@ -85,7 +87,7 @@ def _colors(labels: Sequence[str], teacher: str | None = None) -> dict[str, Any]
     return colors
 
 
-def _line_style(key: str) -> str:
+def _line_style(key: str) -> Literal["-", "--", ":"]:
     if key == "eval_clean":
         return "-"
     if key.startswith("eval_pgd"):
@@ -122,7 +124,7 @@ def plot_training_curves(
     colors = _colors(labels, teacher)
     figure = new_figure(11.0, 4.2)
     ax_loss, ax_acc = figure.subplots(1, 2)
-    styles_used: dict[str, str] = {}
+    styles_used: dict[str, Literal["-", "--", ":"]] = {}
     drawn = False
     for label in labels:
         epochs = epoch_records(runs[label])
@@ -193,9 +195,9 @@ def plot_eps_sweep(
     """
     labels = list(sweeps)
     if reference_eps is None:
-        found = [s.get("reference_eps") for s in sweeps.values() if s.get("reference_eps")]
+        found = [s["reference_eps"] for s in sweeps.values() if s.get("reference_eps")]
         reference_eps = float(found[0]) if found else None
-    attack = next((s["attack"] for s in sweeps.values() if isinstance(s.get("attack"), dict)), {})
+    attack: Mapping[str, Any] = next((s["attack"] for s in sweeps.values() if isinstance(s.get("attack"), dict)), {})
     norm = "L2" if str(attack.get("norm", "linf")).lower() == "l2" else "L-inf"
     scale = 255.0 if norm == "L-inf" and _per_255(reference_eps) else 1.0
     colors = _colors(labels, teacher)

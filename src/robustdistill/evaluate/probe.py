@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,21 +33,22 @@ __all__ = ["ProbeModel", "extract_features", "fit_linear", "linear_probe"]
 def _device_of(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, data: ArrayDataset, *, batch_size: int = 256) -> Tensor:
     """`model.features(images / 255)` for every sample, `(N, D)` float32 on the model's device."""
-    if not callable(getattr(model, "features", None)):
+    features = getattr(model, "features", None)
+    if not callable(features):
         raise ConfigError(f"a linear probe needs a model with features(x); {type(model).__name__} has none")
     device = _device_of(model)
     was_training = model.training
     model.eval()
     try:
-        chunks = [model.features(images.to(device).float() / 255).float() for images in data.images.split(batch_size)]
+        chunks = [features(images.to(device).float() / 255).float() for images in data.images.split(batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(chunks)
@@ -96,6 +97,9 @@ def fit_linear(
 class ProbeModel(nn.Module):
     """`x -> linear((backbone.features(x) - mean) / std)`: the frozen backbone with its probe, one classifier."""
 
+    feature_mean: Tensor  # buffers, registered in __init__
+    feature_std: Tensor
+
     def __init__(self, backbone: nn.Module, linear: nn.Linear, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         self.backbone = backbone
@@ -104,7 +108,8 @@ class ProbeModel(nn.Module):
         self.register_buffer("feature_std", std.detach().clone())
 
     def features(self, x: Tensor) -> Tensor:
-        return (self.backbone.features(x).float() - self.feature_mean) / self.feature_std
+        backbone_features = cast(Callable[[Tensor], Tensor], self.backbone.features)  # __getattr__: Tensor | Module
+        return (backbone_features(x).float() - self.feature_mean) / self.feature_std
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(self.features(x))
@@ -193,6 +198,7 @@ def linear_probe(
             if isinstance(attack, str):
                 from robustdistill.attacks import create
 
+                assert eps is not None  # a named attack without eps was refused above
                 attacker = create(attack, probe, eps, norm=norm)
             else:
                 attacker = attack(probe)

@@ -230,13 +230,14 @@ def _settings_block(state: ReportState) -> list[str]:
     per_attack = [f"{label}: {text}" for label, text in sizes.items()]
     if len(sizes) > 1 and len(set(sizes.values())) == 1:
         per_attack = [f"every run: {next(iter(sizes.values()))}"]
-    environments = [r.results["environment"] for r in evaluated if isinstance(r.results.get("environment"), dict)]  # type: ignore[union-attr]
+    results = [r.results for r in evaluated if r.results]  # evaluated has results: this narrows the type
+    environments = [res["environment"] for res in results if isinstance(res.get("environment"), dict)]
     versions = _distinct([f"robustdistill {e.get('robustdistill')}, torch {e.get('torch')}" for e in environments])
     if not environments:
         versions = f"robustdistill {robustdistill.__version__}, torch {torch.__version__} (of this report)"
     seconds = {
         "training": sum(train_seconds(r) for r in runs),
-        "evaluation": sum(number(v) for r in evaluated for v in (r.results.get("seconds") or {}).values()),  # type: ignore[union-attr]
+        "evaluation": sum(number(v) for res in results for v in (res.get("seconds") or {}).values()),
         "eps sweep": sum(number(record.get("seconds")) for record in state.sweeps.values()),
     }
     teacher = f" (teacher: {state.teacher.label})" if state.teacher else ""

@@ -26,7 +26,8 @@ All computations run in float64 on the given tensors' device.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -91,9 +92,10 @@ def features_of(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
     """
     was_training = model.training
     device = next(model.parameters()).device
+    features = cast(Callable[[Tensor], Tensor], model.features)  # nn.Module.__getattr__ is typed Tensor | Module
     model.eval()
     try:
-        return torch.cat([model.features(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)])
+        return torch.cat([features(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)])
     finally:
         model.train(was_training)
 

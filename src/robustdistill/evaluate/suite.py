@@ -30,7 +30,7 @@ def parse_attacks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
 def describe(attack: object) -> dict[str, Any]:
     """The settings of an attack object that a result record should name."""
     keys = ("eps", "step_size", "steps", "norm", "random_start", "restarts", "version", "attacks", "seed")
-    settings = {"attack": type(attack).__name__}
+    settings: dict[str, Any] = {"attack": type(attack).__name__}
     for key in keys:
         value = getattr(attack, key, None)
         if isinstance(value, (int, float, str, bool, list, tuple)) or value is None:

@@ -28,6 +28,9 @@ class Classifier(nn.Module, ABC):
 
     feature_dim: int
     fc: nn.Linear
+    #: Per-channel input statistics, buffers of shape `(1, in_channels, 1, 1)` (registered in `__init__`).
+    mean: Tensor
+    std: Tensor
     #: True when the original code normalises with fixed constants of its own (the DeepMind models):
     #: a foreign checkpoint without `mean` / `std` then keeps the model's statistics, not the identity.
     own_statistics: bool = False
@@ -46,7 +49,7 @@ class Classifier(nn.Module, ABC):
         self.arch_kwargs: dict[str, Any] = {}
 
     # -- normalisation ---------------------------------------------------------------------------
-    def set_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    def set_normalization(self, mean: Sequence[float] | Tensor | None, std: Sequence[float] | Tensor | None) -> None:
         """Set the per-channel statistics (None keeps the identity 0 / 1)."""
         values = {}
         for label, given, default in (("mean", mean, 0.0), ("std", std, 1.0)):

@@ -46,7 +46,8 @@ class LeNetSmall(Classifier):
         for module in (self.conv1, self.conv2, self.fc1):
             fan_in = module.weight[0].numel()
             nn.init.normal_(module.weight, std=math.sqrt(2.0 / fan_in))
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:  # always there (bias=True); narrows Tensor | None
+                nn.init.zeros_(module.bias)
         nn.init.zeros_(self.fc.weight)  # as SmallCNN (TRADES): SGD at lr >= 0.01 diverges from a He-normal head
         nn.init.zeros_(self.fc.bias)
 

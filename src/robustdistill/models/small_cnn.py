@@ -13,6 +13,7 @@ Features are the 200-d activations after the second fully connected layer.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -76,13 +77,15 @@ class SmallCNN(Classifier):
         for module in self.modules():  # the initialisation of the TRADES code
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.zeros_(self.classifier.fc3.weight)
-        nn.init.zeros_(self.classifier.fc3.bias)
+                if module.bias is not None:  # always there (bias=True); narrows Tensor | None
+                    nn.init.zeros_(module.bias)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
 
     @property
     def fc(self) -> nn.Linear:  # type: ignore[override]
-        return self.classifier.fc3
+        # nn.Module.__getattr__ is typed `Tensor | Module`; classifier.fc3 is the nn.Linear built above.
+        return cast(nn.Linear, self.classifier.fc3)
 
     def embed(self, z: Tensor) -> Tensor:
         pad_h = max(0, MIN_SIZE - z.shape[-2])
@@ -91,9 +94,11 @@ class SmallCNN(Classifier):
             z = F.pad(z, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         out = F.adaptive_avg_pool2d(self.feature_extractor(z), POOLED)
         out = torch.flatten(out, 1)
+        # Submodules by name (nn.Module.__getattr__ is typed `Tensor | Module`).
         c = self.classifier
-        out = c.drop(F.relu(c.fc1(out)))
-        return F.relu(c.fc2(out))
+        drop, fc1, fc2 = cast(nn.Dropout, c.drop), cast(nn.Linear, c.fc1), cast(nn.Linear, c.fc2)
+        out = drop(F.relu(fc1(out)))
+        return F.relu(fc2(out))
 
 
 @register_model("smallcnn", aliases=("small-cnn",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -28,6 +28,9 @@ from robustdistill.train.setup import prepare
 from robustdistill.train.signals import stop_requests
 from robustdistill.train.state import TrainingState
 from robustdistill.train.terms import check_finite_weights
+
+if TYPE_CHECKING:
+    from robustdistill.models import Classifier
 
 
 @dataclass
@@ -121,4 +124,5 @@ def _save_final(state: TrainingState, run_dir: Path) -> None:
     swa = {"SWA model": state.swa.model} if state.swa is not None else {}
     check_finite_weights({**state.weights(), **swa}, state.global_step)
     for name, module in _final_models(state).items():
-        models.save(module, run_dir / f"{name}.safetensors")
+        # The student is built by models.create; its EMA and SWA copies are deep copies of it.
+        models.save(cast("Classifier", module), run_dir / f"{name}.safetensors")
