@@ -37,11 +37,10 @@ import numpy as np
 import torch
 
 from robustdistill import data as data_lib
-from robustdistill import models
+from robustdistill import methods, models
 from robustdistill.config import load_config
 from robustdistill.evaluate import attack_suite, write_record
 from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_std, paired_bootstrap
-from robustdistill.methods import method_class
 from robustdistill.runs import resolve_weights, train_from_config
 from robustdistill.train import read_metrics
 from robustdistill.utils import atomic_write_bytes
@@ -73,7 +72,6 @@ ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
     "gacd-nce-noreweight": ("gacd", {"estimator": "nce", "reweight": "none"}, ABLATION),
     "gacd-infonce-noreweight": ("gacd", {"estimator": "infonce", "reweight": "none"}, ABLATION),
 }
-TEACHER_OBJECTIVES = ("standard", "pgd-at", "trades", "mart")
 ATTACK_COLUMNS = ("clean", "pgd-20", "cw", "autoattack")
 CURVE_KEY = "eval_pgd-10"
 EVAL_SEED = 0
@@ -145,11 +143,12 @@ def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: ar
         "eval_attacks": ["clean", "pgd-10"],
         "checkpoint_every": 0,
     }
-    command = "train-teacher" if method in TEACHER_OBJECTIVES else "distill"
-    if command == "distill" and method_class(method).needs_teacher:
+    spec = methods.spec(method)
+    command = "train-teacher" if spec.role == "objective" else "distill"
+    if spec.needs_teacher:
         flags["teacher"] = args.teacher
-        if method == "mtard":
-            flags["natural_teacher"] = args.natural_teacher
+    if spec.needs_natural_teacher:
+        flags["natural_teacher"] = args.natural_teacher
     train_from_config(command, load_config(flags=flags), resume=resume, quiet=True)
     return run_dir
 
@@ -233,7 +232,7 @@ def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
         lr=lr,
         epochs=args.epochs,
         student=args.student,
-        teacher=args.teacher if method not in TEACHER_OBJECTIVES else None,
+        teacher=args.teacher if methods.spec(method).needs_teacher else None,
         weights_sha256=weights_sha256(weights),
         train_seconds=train_seconds(run_dir),
         val_curve_pgd10=curve,
@@ -362,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.evaluate_teacher and not args.table_only:
         evaluate_teacher(args)
     for label in [] if args.table_only else labels:
-        if ENTRIES[label][0] == "mtard" and not args.natural_teacher:
+        if methods.spec(ENTRIES[label][0]).needs_natural_teacher and not args.natural_teacher:
             print(f"skipping {label}: no --natural-teacher", file=sys.stderr)
             continue
         lr = tuned_lr(label, args)

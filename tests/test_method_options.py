@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from robustdistill import methods
 from robustdistill.cli import main
 from robustdistill.errors import ConfigError
+from robustdistill.evaluate import discovery, report
 from robustdistill.methods import AttackOptions, AttackSettings, Method, Options, option, register_method
 from tests.clirun import assert_ok, run_cli
 
@@ -107,6 +109,31 @@ def test_a_toy_run_records_its_resolved_options_in_config_yaml(tmp_path):
         attack=AttackOptions(eps=config["eps"], steps=1), weight=0.5
     )
     assert (run_dir / "model.safetensors").is_file()
+
+
+def test_the_report_and_the_speed_benchmark_pick_up_a_toy_method(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    assert_ok(run_cli([*TINY_RUN, "--method", "toy", "--run-dir", str(runs_dir / "toy-teacher")]))
+    student = [*TINY_RUN, "--method", "ard", "--teacher", str(runs_dir / "toy-teacher"), "--run-dir"]
+    student[0] = "distill"
+    assert_ok(run_cli([*student, str(runs_dir / "ard-student")]))
+    runs, teacher, collection = discovery.discover_runs(runs_dir)
+    assert collection and teacher is not None and teacher.label == "toy-teacher"  # the registry says: an objective
+    assert [(run.label, run.role) for run in runs] == [("toy-teacher", "teacher"), ("ard-student", "student")]
+    text = report.write_report(runs_dir, sweep_points=0, examples=0, device="cpu", progress=False).read_text()
+    assert "| toy-teacher | teacher |" in text
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    from speedbench.bench import build_setup
+    from speedbench.cli import parse_args
+    from speedbench.measure import measure_variants, parse_variant
+
+    args = parse_args(["--batch", "4", "--steps", "1", "--num-samples", "16", "--teacher", "smallcnn"])
+    args.student_opts = {"width": 0.25, "hidden": 16}
+    timed = measure_variants([parse_variant("toy-x2=toy:weight=2")], build_setup(args), 1, "pgd-at")
+    assert timed["rows"]["toy-x2"]["method"] == "toy"
+    assert timed["rows"]["toy-x2"]["options"] == {"weight": 2}
+    assert timed["rows"]["toy-x2"]["ours_s"] > 0
 
 
 def test_a_run_refuses_a_method_option_that_is_a_run_setting(tmp_path):
