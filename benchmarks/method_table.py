@@ -13,8 +13,9 @@ Protocol (docs/results.md explains why each choice):
   `--aa-n` class-balanced test images (seed 0: the same images for every student).
 
 One JSON record per trained student (`<out>/runs/<label>-seed<S>.json`: method, options, seed, lr,
-weights hash, training seconds, validation curve, per-image correctness per attack) and one per tuning
-(`<out>/tuning/<label>.json`); `<out>/table.md` holds mean ± std over seeds and, per method, the
+weights hash, training seconds, validation curve, per-image correctness per attack), its weights
+(`<out>/weights/<label>-seed<S>.safetensors` + `.json`, so every figure can be re-measured), and one
+record per tuning (`<out>/tuning/<label>.json`); `<out>/table.md` holds mean ± std over seeds and, per method, the
 difference to `pgd-at` and to the best baseline with a paired bootstrap 95 % interval. Finished records
 are skipped on a rerun, so the table can be built in slices (`--only`) over several sessions.
 
@@ -28,6 +29,7 @@ import json
 import math
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -240,7 +242,16 @@ def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
         run_dir=str(run_dir),
     )
     write_record(record, path)
+    keep_weights(weights, Path(args.out) / "weights" / f"{label}-seed{seed}.safetensors")
     return record
+
+
+def keep_weights(weights: Path, destination: Path) -> None:
+    """Copy a student's weights and their spec (renamed to match) next to its record."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, destination)
+    spec = json.loads(weights.with_suffix(".json").read_text())
+    write_record({**spec, "weights": destination.name}, destination.with_suffix(".json"))
 
 
 def evaluate_teacher(args: argparse.Namespace) -> dict[str, Any]:
