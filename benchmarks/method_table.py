@@ -43,6 +43,7 @@ from robustdistill import methods, models
 from robustdistill.config import load_config
 from robustdistill.evaluate import attack_suite, write_record
 from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_std, paired_bootstrap
+from robustdistill.evaluate.plots import new_figure, save_png
 from robustdistill.runs import resolve_weights, train_from_config
 from robustdistill.train import read_metrics
 from robustdistill.utils import atomic_write_bytes
@@ -342,10 +343,49 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         "Runs not converged by the criterion (validation PGD-10, last 3 epochs within 0.5 points of the 3 "
         "before): " + (", ".join(unconverged) or "none") + ".",
         "",
+        *curve_rows(groups),
     ]
+    if any(r.get("val_curve_pgd10") for rs in groups.values() for r in rs):
+        plot_curves(groups, Path(args.out) / "val_curves.png")
     path = Path(args.out) / "table.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path
+
+
+def curve_rows(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per run: validation PGD-10 every 5 epochs and the two 3-epoch means the criterion compares."""
+    runs = [r for rs in groups.values() for r in rs if r.get("val_curve_pgd10")]
+    if not runs:
+        return []
+    epochs = max(len(r["val_curve_pgd10"]) for r in runs)
+    marks = sorted({*range(5, epochs + 1, 5), epochs})
+    lines = [
+        "Validation PGD-10 accuracy (%) per run (1000 validation images; figure: `val_curves.png`):",
+        "",
+        "| run | " + " | ".join(f"ep {e}" for e in marks) + " | mean of epochs before the last 3 | mean of last 3 |",
+        "|---|" + "---:|" * (len(marks) + 2),
+    ]
+    for r in runs:
+        curve = [100 * v for v in r["val_curve_pgd10"]]
+        cells = [f"{curve[e - 1]:.1f}" if e <= len(curve) else "-" for e in marks]
+        before, last = np.mean(curve[-6:-3]), np.mean(curve[-3:])
+        lines.append(f"| {r['label']} seed {r['seed']} | " + " | ".join(cells) + f" | {before:.2f} | {last:.2f} |")
+    return [*lines, ""]
+
+
+def plot_curves(groups: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """The per-epoch validation PGD-10 accuracy of every run, one colour per label."""
+    figure = new_figure(6.0, 3.6)
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (label, records) in enumerate(groups.items()):
+        for j, r in enumerate(r for r in records if r.get("val_curve_pgd10")):
+            curve = [100 * v for v in r["val_curve_pgd10"]]
+            axes.plot(range(1, len(curve) + 1), curve, color=f"C{index % 10}", label=label if j == 0 else None)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation PGD-10 accuracy (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    return save_png(figure, path)
 
 
 def load_groups(out: Path) -> dict[str, list[dict[str, Any]]]:
