@@ -38,3 +38,13 @@ def test_the_table_reports_each_runs_validation_curve_and_draws_it(tmp_path: Pat
     assert run_row == "| pgd-at seed 0 | 54.0 | 59.0 | 55.00 | 58.00 |"
     figure = method_table.plot_curves({"pgd-at": [record]}, tmp_path / "val_curves.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_curve_that_still_rises_is_not_converged_and_a_flat_or_falling_one_is() -> None:
+    rising = [0.60, 0.61, 0.62, 0.63, 0.64, 0.65]  # last 3 average 0.64, the 3 before 0.61
+    flat = [0.72, 0.73, 0.72, 0.725, 0.73, 0.72]
+    falling = [0.75, 0.75, 0.75, 0.74, 0.74, 0.74]
+    assert not method_table.converged(rising)
+    assert method_table.converged(flat)
+    assert method_table.converged(falling)
+    assert not method_table.converged(flat[:5])
