@@ -162,11 +162,17 @@ def validation_curve(run_dir: Path) -> list[float]:
     return [r[CURVE_KEY] for r in read_metrics(run_dir) if r.get("kind") == "epoch" and CURVE_KEY in r]
 
 
+def window_means(curve: list[float], window: int = 3) -> tuple[float, float]:
+    """The mean of the `window` epochs before the last `window`, and the mean of the last `window`."""
+    return float(np.mean(curve[-2 * window : -window])), float(np.mean(curve[-window:]))
+
+
 def converged(curve: list[float], window: int = 3, tolerance: float = 0.005) -> bool:
     """No longer rising: the mean of the last `window` epochs at most `tolerance` above the `window` before."""
     if len(curve) < 2 * window:
         return False
-    return float(np.mean(curve[-window:])) - float(np.mean(curve[-2 * window : -window])) <= tolerance
+    before, last = window_means(curve, window)
+    return last - before <= tolerance
 
 
 def tuned_lr(label: str, args: argparse.Namespace) -> float:
@@ -372,7 +378,7 @@ def curve_rows(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     for r in runs:
         curve = [100 * v for v in r["val_curve_pgd10"]]
         cells = [f"{curve[e - 1]:.1f}" if e <= len(curve) else "-" for e in marks]
-        before, last = np.mean(curve[-6:-3]), np.mean(curve[-3:])
+        before, last = window_means(curve)
         lines.append(f"| {r['label']} seed {r['seed']} | " + " | ".join(cells) + f" | {before:.2f} | {last:.2f} |")
     return [*lines, ""]
 

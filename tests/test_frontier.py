@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,12 +14,10 @@ from torch import nn
 import robustdistill.train
 from robustdistill import data, methods
 from robustdistill.config import RunConfig
+from tests import benchmark_script
 from tests.conftest import tiny_cnn
 
-_SPEC = importlib.util.spec_from_file_location("frontier", Path(__file__).parents[1] / "benchmarks" / "frontier.py")
-assert _SPEC is not None and _SPEC.loader is not None
-frontier = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(frontier)
+frontier = benchmark_script.load("frontier")
 
 T_975_2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom
 

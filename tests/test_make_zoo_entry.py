@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from robustdistill.models import zoo
+from tests import benchmark_script
 
-_SPEC = importlib.util.spec_from_file_location(
-    "make_zoo_entry", Path(__file__).parents[1] / "benchmarks" / "make_zoo_entry.py"
-)
-assert _SPEC is not None and _SPEC.loader is not None
-make_zoo_entry = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(make_zoo_entry)
+make_zoo_entry = benchmark_script.load("make_zoo_entry")
 
 
 def _entry(root: Path) -> Path:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
 from robustdistill import models
+from tests import benchmark_script
 
-_SPEC = importlib.util.spec_from_file_location(
-    "method_table", Path(__file__).parents[1] / "benchmarks" / "method_table.py"
-)
-assert _SPEC is not None and _SPEC.loader is not None
-method_table = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(method_table)
+method_table = benchmark_script.load("method_table")
 
 
 def test_kept_weights_load_by_either_file_and_keep_their_hash(tmp_path: Path) -> None:
