@@ -6,8 +6,9 @@ Protocol (docs/results.md explains why each choice):
   (16x fewer multiply-adds); the whole Fashion-MNIST training split less its 5000-image validation
   split (`--val-size`), eps 0.1, the same epochs, batch, schedule and `--steps`-step PGD everywhere;
 - tuning: each method's learning rate is chosen from `--lr-grid` on the validation split (seed 0,
-  `--tune-epochs` epochs, highest final validation PGD-10 accuracy), the same budget for every method;
-- three seeds (`--seeds`) of the full run with that learning rate; convergence: the validation PGD-10
+  `--tune-epochs` epochs, highest final validation PGD-10 accuracy; clean accuracy for the non-robust
+  `standard` reference, whose objective it is), the same budget for every method;
+- three seeds (`--seeds`) of the full run with that learning rate; convergence: that validation
   accuracy no longer rising (the mean of the last 3 epochs at most 0.5 points above the mean of the 3
   before; `converged` in each record, recomputed from its curve for the table);
 - test: clean and PGD-20 on all 10 000 test images, CW-inf on `--cw-n` and standard AutoAttack on
@@ -77,7 +78,7 @@ ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
     "gacd-infonce-noreweight": ("gacd", {"estimator": "infonce", "reweight": "none"}, ABLATION),
 }
 ATTACK_COLUMNS = ("clean", "pgd-20", "cw", "autoattack")
-CURVE_KEY = "eval_pgd-10"
+SELECTION_KEYS = {"clean": "eval_clean", "pgd10": "eval_pgd-10"}
 EVAL_SEED = 0
 
 
@@ -157,9 +158,20 @@ def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: ar
     return run_dir
 
 
-def validation_curve(run_dir: Path) -> list[float]:
-    """The per-epoch validation PGD-10 accuracy of a run."""
-    return [r[CURVE_KEY] for r in read_metrics(run_dir) if r.get("kind") == "epoch" and CURVE_KEY in r]
+def selection_measure(group: str) -> str:
+    """What tunes and judges a run: validation clean accuracy for the non-robust reference, PGD-10 otherwise."""
+    return "clean" if group == REFERENCE else "pgd10"
+
+
+def validation_curve(run_dir: Path, measure: str = "pgd10") -> list[float]:
+    """The per-epoch validation accuracy of a run under `measure` (`clean` or `pgd10`)."""
+    key = SELECTION_KEYS[measure]
+    return [r[key] for r in read_metrics(run_dir) if r.get("kind") == "epoch" and key in r]
+
+
+def selection_curve(record: dict[str, Any]) -> list[float]:
+    """The validation curve a record's convergence is judged on."""
+    return list(record.get(f"val_curve_{selection_measure(record.get('group', ''))}", []))
 
 
 def window_means(curve: list[float], window: int = 3) -> tuple[float, float]:
@@ -182,16 +194,18 @@ def tuned_lr(label: str, args: argparse.Namespace) -> float:
     path = Path(args.out) / "tuning" / f"{label}.json"
     if path.exists():
         return float(json.loads(path.read_text())["chosen_lr"])
+    measure = selection_measure(ENTRIES[label][2])
     scores: dict[str, float] = {}
     for lr in args.lr_grid:
         run_dir = Path(args.work) / "tune" / f"{label}-lr{lr:g}"
-        curve = validation_curve(train(label, 0, lr, args.tune_epochs, run_dir, args))
+        curve = validation_curve(train(label, 0, lr, args.tune_epochs, run_dir, args), measure)
         scores[f"{lr:g}"] = curve[-1] if curve and math.isfinite(curve[-1]) else -1.0
     chosen = float(max(scores, key=lambda k: scores[k]))
+    shown = "clean" if measure == "clean" else "PGD-10"
     record = {
         "label": label,
-        "criterion": f"final validation PGD-10 accuracy after {args.tune_epochs} epochs, seed 0",
-        "val_pgd10_by_lr": scores,
+        "criterion": f"final validation {shown} accuracy after {args.tune_epochs} epochs, seed 0",
+        f"val_{measure}_by_lr": scores,
         "chosen_lr": chosen,
         "val_size": args.val_size,
     }
@@ -232,7 +246,7 @@ def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
     weights = run_dir / "model.safetensors"
     record = measure(models.load(weights).eval(), data_lib.load(args.data, "test"), args)
     method, options, group = ENTRIES[label]
-    curve = validation_curve(run_dir)
+    curves = {f"val_curve_{m}": validation_curve(run_dir, m) for m in SELECTION_KEYS}
     record.update(
         label=label,
         method=method,
@@ -245,8 +259,8 @@ def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
         teacher=args.teacher if methods.spec(method).needs_teacher else None,
         weights_sha256=weights_sha256(weights),
         train_seconds=train_seconds(run_dir),
-        val_curve_pgd10=curve,
-        converged=converged(curve),
+        **curves,
+        converged=converged(curves[f"val_curve_{selection_measure(group)}"]),
         run_dir=str(run_dir),
     )
     write_record(record, path)
@@ -326,7 +340,7 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         f"{r['label']} seed {r['seed']}"
         for rs in groups.values()
         for r in rs
-        if r.get("val_curve_pgd10") and not converged(r["val_curve_pgd10"])
+        if selection_curve(r) and not converged(selection_curve(r))
     ]
 
     lines = [
@@ -350,8 +364,10 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         "",
         f"Total training seconds of these records: {sum(sum(v) for v in costs.values()):.0f}.",
         "",
-        "Runs not converged by the criterion (validation PGD-10 no longer rising: the mean of the last 3 epochs "
-        "at most 0.5 points above the mean of the 3 before): " + (", ".join(unconverged) or "none") + ".",
+        "Runs not converged by the criterion (validation PGD-10, clean for the reference, no longer rising: the "
+        "mean of the last 3 epochs at most 0.5 points above the mean of the 3 before): "
+        + (", ".join(unconverged) or "none")
+        + ".",
         "",
         *curve_rows(groups),
     ]
@@ -363,32 +379,39 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
 
 
 def curve_rows(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Per run: validation PGD-10 every 5 epochs and the two 3-epoch means the criterion compares."""
-    runs = [r for rs in groups.values() for r in rs if r.get("val_curve_pgd10")]
+    """Per run: its selection curve every 5 epochs and the two 3-epoch means the criterion compares."""
+    runs = [r for rs in groups.values() for r in rs if selection_curve(r)]
     if not runs:
         return []
-    epochs = max(len(r["val_curve_pgd10"]) for r in runs)
+    epochs = max(len(selection_curve(r)) for r in runs)
     marks = sorted({*range(5, epochs + 1, 5), epochs})
     lines = [
-        "Validation PGD-10 accuracy (%) per run (1000 validation images; figure: `val_curves.png`):",
+        "Validation accuracy (%) per run on 1000 validation images, PGD-10 (clean for the reference, which is "
+        "tuned and judged on clean accuracy); figure of the PGD-10 curves: `val_curves.png`:",
         "",
-        "| run | " + " | ".join(f"ep {e}" for e in marks) + " | mean of epochs before the last 3 | mean of last 3 |",
-        "|---|" + "---:|" * (len(marks) + 2),
+        "| run | measure | "
+        + " | ".join(f"ep {e}" for e in marks)
+        + " | mean of epochs before the last 3 | mean of last 3 |",
+        "|---|---|" + "---:|" * (len(marks) + 2),
     ]
     for r in runs:
-        curve = [100 * v for v in r["val_curve_pgd10"]]
+        curve = [100 * v for v in selection_curve(r)]
+        measure = "clean" if selection_measure(r.get("group", "")) == "clean" else "PGD-10"
         cells = [f"{curve[e - 1]:.1f}" if e <= len(curve) else "-" for e in marks]
         before, last = window_means(curve)
-        lines.append(f"| {r['label']} seed {r['seed']} | " + " | ".join(cells) + f" | {before:.2f} | {last:.2f} |")
+        lines.append(
+            f"| {r['label']} seed {r['seed']} | {measure} | " + " | ".join(cells) + f" | {before:.2f} | {last:.2f} |"
+        )
     return [*lines, ""]
 
 
 def plot_curves(groups: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """The per-epoch validation PGD-10 accuracy of every run, one colour per label."""
+    """The per-epoch validation PGD-10 accuracy of every robust run (not the reference), one colour per label."""
     figure = new_figure(6.0, 3.6)
     axes = figure.add_subplot(1, 1, 1)
     for index, (label, records) in enumerate(groups.items()):
-        for j, r in enumerate(r for r in records if r.get("val_curve_pgd10")):
+        robust = [r for r in records if r.get("val_curve_pgd10") and r.get("group") != REFERENCE]
+        for j, r in enumerate(robust):
             curve = [100 * v for v in r["val_curve_pgd10"]]
             axes.plot(range(1, len(curve) + 1), curve, color=f"C{index % 10}", label=label if j == 0 else None)
     axes.set_xlabel("epoch")

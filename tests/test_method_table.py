@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ def test_the_table_reports_each_runs_validation_curve_and_draws_it(tmp_path: Pat
     rows = method_table.curve_rows({"pgd-at": [record]})
     run_row = next(row for row in rows if row.startswith("| pgd-at seed 0"))
     # epoch e holds 49 + e: epochs 5 and 10, then the means of epochs 5-7 (54, 55, 56) and 8-10 (57, 58, 59)
-    assert run_row == "| pgd-at seed 0 | 54.0 | 59.0 | 55.00 | 58.00 |"
+    assert run_row == "| pgd-at seed 0 | PGD-10 | 54.0 | 59.0 | 55.00 | 58.00 |"
     figure = method_table.plot_curves({"pgd-at": [record]}, tmp_path / "val_curves.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -43,3 +44,38 @@ def test_a_curve_that_still_rises_is_not_converged_and_a_flat_or_falling_one_is(
     assert method_table.converged(flat)
     assert method_table.converged(falling)
     assert not method_table.converged(flat[:5])
+
+
+def test_the_reference_is_judged_on_its_clean_curve_and_robust_methods_on_pgd10() -> None:
+    rising_clean = [0.80, 0.82, 0.84, 0.86, 0.88, 0.90]
+    flat_pgd = [0.05, 0.05, 0.05, 0.05, 0.05, 0.05]
+    standard = {"label": "standard", "group": "reference", "seed": 0, "val_curve_clean": rising_clean}
+    pgd_at = {"label": "pgd-at", "group": "baseline", "seed": 0, "val_curve_clean": rising_clean}
+    standard["val_curve_pgd10"] = pgd_at["val_curve_pgd10"] = flat_pgd
+    assert method_table.selection_curve(standard) == rising_clean
+    assert method_table.selection_curve(pgd_at) == flat_pgd
+    assert not method_table.converged(method_table.selection_curve(standard))
+    assert method_table.converged(method_table.selection_curve(pgd_at))
+    rows = method_table.curve_rows({"standard": [standard], "pgd-at": [pgd_at]})
+    assert any(row.startswith("| standard seed 0 | clean | 88.0 |") for row in rows)
+    assert any(row.startswith("| pgd-at seed 0 | PGD-10 | 5.0 |") for row in rows)
+
+
+def test_tuning_the_reference_picks_the_learning_rate_with_the_best_validation_clean_accuracy(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # lr 0.01: more robust on validation (PGD-10 0.06 vs 0.01) but less accurate (clean 0.88 vs 0.91)
+    logs = {0.01: {"eval_clean": 0.88, "eval_pgd-10": 0.06}, 0.05: {"eval_clean": 0.91, "eval_pgd-10": 0.01}}
+
+    def fake_train(label, seed, lr, epochs, run_dir, args):  # the tuning loop, without 20 epochs of training
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, **logs[lr]}) + "\n")
+        return run_dir
+
+    monkeypatch.setattr(method_table, "train", fake_train)
+    args = method_table.parse_args(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    assert method_table.tuned_lr("standard", args) == 0.05
+    assert method_table.tuned_lr("pgd-at", args) == 0.01
+    record = json.loads((tmp_path / "out" / "tuning" / "standard.json").read_text())
+    assert record["val_clean_by_lr"] == {"0.01": 0.88, "0.05": 0.91}
+    assert "clean" in record["criterion"]
