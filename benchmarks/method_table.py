@@ -324,7 +324,9 @@ def table_rows(groups: dict[str, list[dict[str, Any]]], key_attack: str) -> tupl
             values = [r["accuracy"][attack] for r in records if attack in r["accuracy"]]
             n = records[0].get("n_examples", {}).get(attack) if isinstance(records[0].get("n_examples"), dict) else None
             cells.append(f"{_cell(values)} ({n})" if values else "-")
-        versus_pgd = _difference(records, groups["pgd-at"], key_attack) if "pgd-at" in groups else "-"
+        versus_pgd = (
+            _difference(records, groups["pgd-at"], key_attack) if "pgd-at" in groups and label != "pgd-at" else "-"
+        )
         versus_best = _difference(records, groups[best], key_attack) if best and label != best else "-"
         group = records[0].get("group", "")
         seeds = sum(1 for r in records if r.get("seed") is not None) or "-"

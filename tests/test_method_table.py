@@ -79,3 +79,30 @@ def test_tuning_the_reference_picks_the_learning_rate_with_the_best_validation_c
     record = json.loads((tmp_path / "out" / "tuning" / "standard.json").read_text())
     assert record["val_clean_by_lr"] == {"0.01": 0.88, "0.05": 0.91}
     assert "clean" in record["criterion"]
+
+
+def test_table_rows_give_each_methods_paired_difference_and_name_the_best_baseline() -> None:
+    def record(label: str, group: str, seed: int, correct: str) -> dict:
+        accuracy = correct.count("1") / len(correct)
+        return {
+            "label": label,
+            "group": group,
+            "seed": seed,
+            "accuracy": {"autoattack": accuracy},
+            "n_examples": {"autoattack": len(correct)},
+            "per_sample": {"autoattack": correct},
+        }
+
+    # 8 images: pgd-at right on 4 in both seeds, rslad on 6 (the same 4 plus 2), paths on 5 on average
+    groups = {
+        "pgd-at": [record("pgd-at", "baseline", s, "11110000") for s in (0, 1)],
+        "rslad": [record("rslad", "baseline", s, "11111100") for s in (0, 1)],
+        "paths": [record("paths", "headline", 0, "11111000"), record("paths", "headline", 1, "11110100")],
+    }
+    rows, best = method_table.table_rows(groups, "autoattack")
+    assert best == "rslad"
+    by_label = {row.split(" | ")[0].strip("| "): row.split(" | ") for row in rows[2:]}
+    assert by_label["pgd-at"][-2] == "-"
+    assert by_label["rslad"][-2].startswith("+25.00 [") and by_label["rslad"][-1] == "- |"
+    assert by_label["paths"][-2].startswith("+12.50 [") and by_label["paths"][-1].startswith("-12.50 [")
+    assert by_label["paths"][6] == "62.50 ± 0.00 (8)"  # the autoattack column: mean ± std over the seeds
