@@ -79,6 +79,7 @@ ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 ATTACK_COLUMNS = ("clean", "pgd-20", "cw", "autoattack")
 SELECTION_KEYS = {"clean": "eval_clean", "pgd10": "eval_pgd-10"}
+SELECTION_NAMES = {"clean": "clean", "pgd10": "PGD-10"}
 EVAL_SEED = 0
 
 
@@ -201,10 +202,9 @@ def tuned_lr(label: str, args: argparse.Namespace) -> float:
         curve = validation_curve(train(label, 0, lr, args.tune_epochs, run_dir, args), measure)
         scores[f"{lr:g}"] = curve[-1] if curve and math.isfinite(curve[-1]) else -1.0
     chosen = float(max(scores, key=lambda k: scores[k]))
-    shown = "clean" if measure == "clean" else "PGD-10"
     record = {
         "label": label,
-        "criterion": f"final validation {shown} accuracy after {args.tune_epochs} epochs, seed 0",
+        "criterion": f"final validation {SELECTION_NAMES[measure]} accuracy after {args.tune_epochs} epochs, seed 0",
         f"val_{measure}_by_lr": scores,
         "chosen_lr": chosen,
         "val_size": args.val_size,
@@ -393,12 +393,12 @@ def curve_rows(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
         "",
         "| run | measure | "
         + " | ".join(f"ep {e}" for e in marks)
-        + " | mean of epochs before the last 3 | mean of last 3 |",
+        + " | mean of the 3 epochs before the last 3 | mean of the last 3 |",
         "|---|---|" + "---:|" * (len(marks) + 2),
     ]
     for r in runs:
         curve = [100 * v for v in selection_curve(r)]
-        measure = "clean" if selection_measure(r.get("group", "")) == "clean" else "PGD-10"
+        measure = SELECTION_NAMES[selection_measure(r.get("group", ""))]
         cells = [f"{curve[e - 1]:.1f}" if e <= len(curve) else "-" for e in marks]
         before, last = window_means(curve)
         lines.append(
