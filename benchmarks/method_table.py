@@ -260,9 +260,9 @@ def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
         weights_sha256=weights_sha256(weights),
         train_seconds=train_seconds(run_dir),
         **curves,
-        converged=converged(curves[f"val_curve_{selection_measure(group)}"]),
         run_dir=str(run_dir),
     )
+    record["converged"] = converged(selection_curve(record))
     write_record(record, path)
     keep_weights(weights, Path(args.out) / "weights" / f"{label}-seed{seed}.safetensors")
     return record
