@@ -117,6 +117,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evaluate-teacher", action="store_true", help="also measure the teacher (runs/teacher.json)")
     parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from the records")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--channels-last",
+        choices=("on", "off", "auto"),
+        default="on",
+        help="memory layout of the training runs (the same arithmetic; on: 1.3-1.4x faster on this CPU)",
+    )
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.lr_grid = [float(v) for v in str(args.lr_grid).split(",") if v.strip()]
@@ -148,6 +154,7 @@ def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: ar
         "eval_n": 1000,
         "eval_attacks": ["clean", "pgd-10"],
         "checkpoint_every": 0,
+        "channels_last": args.channels_last,
     }
     spec = methods.spec(method)
     command = "train-teacher" if spec.role == "objective" else "distill"
@@ -259,6 +266,7 @@ def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
         teacher=args.teacher if methods.spec(method).needs_teacher else None,
         weights_sha256=weights_sha256(weights),
         train_seconds=train_seconds(run_dir),
+        channels_last=load_config(path=run_dir / "config.yaml").channels_last,
         **curves,
         run_dir=str(run_dir),
     )
