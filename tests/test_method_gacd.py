@@ -378,6 +378,40 @@ def test_compute_updates_the_banks_after_the_loss_and_stays_differentiable():
     assert set(method.diagnostics()) == {"nce_log_z_t", "nce_log_z_s"}
 
 
+def test_dense_and_gathered_scoring_give_the_same_step_and_auto_picks_by_bank_size():
+    """`nce_scoring`: the whole-bank matrix product and the gathered rows are the same numbers."""
+    x, y, index = batch()
+    runs = {}
+    for scoring in ("rows", "dense"):
+        torch.manual_seed(0)
+        method = make(estimator="nce", nce_scoring=scoring)
+        student = Net(IN_DIM, 5, 3, seed=2)
+        out = method.compute(student, x, y, index)
+        out["loss"].backward()  # after the in-place bank update: the negatives are copies
+        grads = [p.grad.clone() for p in [*student.parameters(), *method.parameters()] if p.grad is not None]
+        runs[scoring] = (out["loss"].detach(), grads, method.memory.student.clone(), method.memory.teacher.clone())
+    (loss_r, grads_r, *banks_r), (loss_d, grads_d, *banks_d) = runs["rows"], runs["dense"]
+    torch.testing.assert_close(loss_d, loss_r)
+    assert len(grads_d) == len(grads_r) > 0
+    for g_d, g_r in zip(grads_d, grads_r, strict=True):
+        torch.testing.assert_close(g_d, g_r)
+    for bank_d, bank_r in zip(banks_d, banks_r, strict=True):
+        torch.testing.assert_close(bank_d, bank_r)
+
+    bank = make(estimator="nce", num_samples=10).memory
+    slots = torch.tensor([[1, 2], [0, 3]])
+    assert bank.negatives(slots, "teacher").matrix is not None  # N = 10 <= 32 K = 64: dense
+    big = make(estimator="nce", num_samples=100).memory
+    assert big.negatives(slots, "teacher").rows is not None  # N = 100 > 64: gathered rows
+    held = bank.negatives(slots, "student", "rows")
+    anchor = F.normalize(torch.randn(2, 4), dim=1)
+    expected = torch.stack([bank.student[slots[b]] @ anchor[b] for b in range(2)])
+    torch.testing.assert_close(held.scores(anchor), expected)
+    torch.testing.assert_close(bank.negatives(slots, "student", "dense").scores(anchor), expected)
+    with pytest.raises(ConfigError, match="scoring"):
+        bank.negatives(slots, "student", "sparse")
+
+
 # ---------------------------------------------------------------------------------------------
 # guided adversarial examples
 
@@ -540,6 +574,7 @@ def test_configuration_errors_and_options():
         "adv_loss",
         "beta_c",
         "alpha_kd",
+        "nce_scoring",
         "eps",
         "step_size",
         "steps",
@@ -559,6 +594,7 @@ def test_configuration_errors_and_options():
         {"adv_loss": "kl"},
         {"temperature": 0.0},
         {"feat_dim": 0},
+        {"nce_scoring": "sparse"},
         {"same_label_space": "no"},
     ):
         with pytest.raises(ConfigError):

@@ -42,6 +42,7 @@ from robustdistill.errors import ConfigError
 from robustdistill.methods.attack import AttackOptions, AttackSettings
 from robustdistill.methods.base import Method, accuracy
 from robustdistill.methods.contrast import (
+    BankNegatives,
     EmbedHead,
     MemoryBank,
     estimate_log_z,
@@ -94,6 +95,9 @@ class GACDOptions(Options):
     nce_k: int = option(4096, ge=1, help="negatives per anchor drawn from the memory bank (nce)")
     temperature: float = option(0.07, gt=0, help="temperature of the critic's dot products")
     momentum: float = option(0.5, ge=0, lt=1, help="momentum of the memory-bank update (nce)")
+    nce_scoring: Literal["auto", "rows", "dense"] = option(
+        "auto", help="how the negatives are scored (nce; the same numbers): gathered rows, or the whole bank"
+    )
     reweight: Literal["confidence", "none"] = option("confidence", help="sample weights p_T(y|x)^beta, or none")
     beta: float = option(1.0, ge=0, help="exponent of the confidence weights")
     adv_loss: Literal["contrast", "ce"] = option("contrast", help="the inner loss: the contrastive loss, or CE")
@@ -183,24 +187,23 @@ class GACD(Method[GACDOptions]):
             return None
         return self.memory.sample_negatives(index, self.options.nce_k)
 
-    def gather_negatives(self, negatives: Tensor | None) -> tuple[Tensor, Tensor] | None:
-        """The memory rows of the slots `negatives` (B, K): `(student bank, teacher bank)`, each (B, K, d).
+    def gather_negatives(self, negatives: Tensor | None) -> tuple[BankNegatives, BankNegatives] | None:
+        """The negatives at the slots `negatives` (B, K) in `(student bank, teacher bank)` (`BankNegatives`).
 
-        Gathered once per batch and reused by every attack step and by the loss (the memory changes
-        only after the loss), instead of one (B, K, d) gather per bank per call. None for infonce.
+        Taken once per batch and reused by every attack step and by the loss (the memory changes only
+        after the loss); `nce_scoring` says how they are held and scored. None for infonce.
         """
         if self.memory is None or negatives is None:
             return None
-        bank = self.memory
-        flat = negatives.reshape(-1)
-        shape = (*negatives.shape, bank.dim)
-        return bank.student.index_select(0, flat).view(shape), bank.teacher.index_select(0, flat).view(shape)
+        scoring = self.options.nce_scoring
+        memory = self.memory
+        return memory.negatives(negatives, "student", scoring), memory.negatives(negatives, "teacher", scoring)
 
     def contrastive_loss(
         self,
         z_t: Tensor,
         z_s: Tensor,
-        negatives: Tensor | tuple[Tensor, Tensor] | None = None,
+        negatives: Tensor | tuple[BankNegatives, BankNegatives] | None = None,
         *,
         teacher_scores: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
@@ -224,10 +227,8 @@ class GACD(Method[GACDOptions]):
             assert gathered is not None
             neg_student, neg_teacher = gathered
             positive = (z_t * z_s).sum(dim=1)
-            if teacher_scores is None:
-                teacher_scores = torch.einsum("bkd,bd->bk", neg_student, z_t)  # teacher anchor vs student bank
-            scores_t = teacher_scores
-            scores_s = torch.einsum("bkd,bd->bk", neg_teacher, z_s)  # student anchor vs teacher bank
+            scores_t = neg_student.scores(z_t) if teacher_scores is None else teacher_scores  # teacher anchor
+            scores_s = neg_teacher.scores(z_s)  # student anchor vs teacher bank
         n, tau = bank.num_samples, self.options.temperature
         estimate = torch.stack(
             [
@@ -246,7 +247,7 @@ class GACD(Method[GACDOptions]):
         x: Tensor,
         y: Tensor,
         anchor: Tensor,
-        negatives: Tensor | tuple[Tensor, Tensor] | None = None,
+        negatives: Tensor | tuple[BankNegatives, BankNegatives] | None = None,
         index: Tensor | None = None,
     ) -> Tensor:
         """`x'`: PGD on the student maximising the per-sample contrastive loss against the fixed `anchor`.
@@ -264,8 +265,8 @@ class GACD(Method[GACDOptions]):
             negatives = self.gather_negatives(negatives)  # once for all the attack's steps
         teacher_scores = None
         if negatives is not None:  # fixed anchor and memory: its scores are the same at every step
-            with torch.no_grad(), torch.autocast(device_type=anchor.device.type, enabled=False):
-                teacher_scores = torch.einsum("bkd,bd->bk", negatives[0], anchor.float())
+            with torch.no_grad():
+                teacher_scores = negatives[0].scores(anchor)
 
         def objective(features: Tensor, labels: Tensor) -> Tensor:
             return self.contrastive_loss(anchor, head(features), negatives, teacher_scores=teacher_scores)[0]
@@ -308,7 +309,7 @@ class GACD(Method[GACDOptions]):
             terms["kd"] = kd.detach()
         if self.memory is not None:
             assert log_z_estimate is not None
-            # After the loss: the gathered negatives are copies, so the in-place update is autograd-safe.
+            # After the loss: the negatives hold copies of the bank, so the in-place update is autograd-safe.
             self.memory.update(index, z_t.detach(), z_s.detach())
             self.memory.set_log_z(log_z_estimate)
         else:
