@@ -1,25 +1,37 @@
-"""Cost–accuracy frontier: training compute against AutoAttack accuracy, several seeds per configuration.
+"""Cost–accuracy frontier of the evidence protocol: training compute against AutoAttack accuracy.
 
-Every entry trains a student through the same code path as `robustdistill distill` / `train-teacher`
-(on the full training set by default) for each seed, counting the samples that go through each
-network's forward and backward passes, then measures clean and AutoAttack (standard) accuracy on a
-fixed class-balanced test subset. Per run: `<out>/runs/<label>-seed<s>.json`; over the seeds:
-`<out>/frontier.md` (mean and 95 % confidence interval of the accuracy, Student t over the seeds;
-mean training seconds and counted passes) and `<out>/frontier.png` (accuracy against seconds and
-against counted passes). Finished runs are skipped on a rerun.
+The points are students of the method table (`benchmarks/method_table.py`: the shipped teacher, the
+full Fashion-MNIST training split less the validation split, 30 epochs, 5-step PGD, three seeds,
+AutoAttack on 1 000 test images): the methods `pgd-at`, `ard`, `rslad`, `adaad` and full `paths`,
+the `paths` ablations that are also cheaper (`paths-last`: only the final point of both paths;
+`paths-untargeted`: one path), and the table's variants (group `variant`: perturbation reuse,
+`fgsm-rs`, sampled `paths` steps, the shared forward). Train them there
+(`method_table.py --only LABELS`); this script adds the pass counts and draws the frontier.
 
-Counted passes (per network, in samples): `forward` counts every sample a forward call of the
-network sees (attack steps, alignment, no-grad teacher calls); `backward` every sample a gradient
-flows back through the network's output for (an attack step's input gradient, the parameter
-backward of the loss; a forward whose output takes both counts twice). Hooks on the student and
-the teachers count them while `fit` runs; an interrupted and resumed run counts only the resumed
-part and its record says so (`passes_complete: false`).
+Cost, two measures:
 
-Example (the evidence protocol: the shipped teacher, full Fashion-MNIST, 3 seeds)::
+- training seconds, from each record (wall-clock of the training epochs, each epoch's 1 000-image
+  validation pass included; one thread per run, two runs sharing the two cores; the records say
+  their memory layout, `channels_last`, which changes the seconds and not the arithmetic);
+- counted passes: the samples that go through the forward and backward passes of the student and
+  the teacher over a whole training run. Hooks count them on a replay of the run's exact
+  configuration on `--replay-images` training images for the same epochs (`<out>/passes/<label>.json`);
+  every method's passes are per sample, so the count scales exactly to the training split (up to
+  the random draws of `sample_steps`). `forward` counts every sample a forward call sees (attack
+  steps, alignment, no-grad teacher calls), `backward` every sample a gradient flows back through
+  the network's output for (an attack step's input gradient, the parameter backward of the loss);
+- compute: each network's passes times its forward multiply-adds per image (counted by hooks on
+  its convolutions and linear layers), summed over student and teacher: a pass costs one forward's
+  multiply-adds here (a parameter backward costs about two), so this is a hardware-free proxy
+  that weighs a teacher pass by the teacher's size, which the plain pass count does not.
 
-    python benchmarks/frontier.py --teacher runs/bench/teacher --out benchmarks/results/frontier \\
-        --work runs/frontier --seeds 0,1,2 --epochs 10 --steps 10
-    python benchmarks/frontier.py --teacher runs/bench/teacher --out benchmarks/results/frontier --table-only
+Accuracy: AutoAttack, mean over seeds with the 95 % Student-t interval over seeds, and each
+configuration's difference to full `paths` with a paired bootstrap 95 % interval over the same test
+images (the method table's `paired_difference`). Output next to the method table:
+`frontier.md`, `frontier.json`, `frontier.png`.
+
+    python benchmarks/method_table.py --only paths-u-sample1,ard-reuse --threads 1
+    python benchmarks/frontier.py --threads 1
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,46 +52,46 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from method_table import (  # the method table's entries, learning rates and paired differences
+    ENTRIES,
+    add_budget_arguments,
+    load_groups,
+    paired_difference,
+    run_config,
+    tuned_lr,
+)
 from scipy import stats
 from torch import nn
 
 import robustdistill.train
-from robustdistill import data as data_lib
 from robustdistill import models
 from robustdistill.config import load_config
-from robustdistill.evaluate import attack_suite, environment, write_record
+from robustdistill.evaluate import environment, write_record
 from robustdistill.evaluate.plots import new_figure, save_png
-from robustdistill.runs import train_from_config
+from robustdistill.runs import load_datasets, resolve_weights, train_from_config
 from robustdistill.utils import atomic_write_bytes
 
 # the comparison whose cost the cheap configurations must beat, and the accuracy they must keep
 BASELINE, REFERENCE = "ard", "paths"
-
-
-def entries(steps: int) -> dict[str, tuple[str, dict[str, Any], bool, dict[str, Any]]]:
-    """label -> (method, method options, needs a teacher, student model options), for K = `steps`."""
-    reuse = max(1, steps // 5)  # the warm-started attack of the next epochs: K/5 steps (1 for K <= 9)
-    every_second = ",".join(str(k) for k in range(2, steps + 1, 2))
-    no_dropout = {"dropout": 0.0}  # share_forward needs a student whose train and eval outputs agree
-    table: dict[str, tuple[str, dict[str, Any], bool, dict[str, Any]]] = {
-        "pgd-at": ("pgd-at", {}, False, {}),
-        "fgsm-rs": ("fgsm-rs", {}, False, {}),
-        "ard": ("ard", {}, True, {}),
-        "rslad": ("rslad", {}, True, {}),
-        "adaad": ("adaad", {}, True, {}),
-        "paths": ("paths", {}, True, {}),
-        "paths-every-second": ("paths", {"aligned_steps": every_second}, True, {}),
-        "paths-final": ("paths", {"aligned_steps": str(steps)}, True, {}),
-        "paths-sample2": ("paths", {"sample_steps": 2}, True, {}),
-        "paths-sample1": ("paths", {"sample_steps": 1}, True, {}),
-        "paths-sample1-share": ("paths", {"sample_steps": 1, "share_forward": True}, True, no_dropout),
-        "paths-share": ("paths", {"share_forward": True}, True, no_dropout),
-        "pgd-at-reuse": ("pgd-at", {"reuse_steps": reuse}, False, {}),
-        "ard-reuse": ("ard", {"reuse_steps": reuse}, True, {}),
-        "rslad-reuse": ("rslad", {"reuse_steps": reuse}, True, {}),
-        "adaad-reuse": ("adaad", {"reuse_steps": reuse}, True, {}),
-    }
-    return table
+LABELS = (
+    "pgd-at",
+    "fgsm-rs",
+    "pgd-at-reuse",
+    "ard",
+    "ard-reuse",
+    "rslad",
+    "rslad-reuse",
+    "adaad",
+    "adaad-reuse",
+    "paths",
+    "paths-last",
+    "paths-untargeted",
+    "paths-sample1",
+    "paths-u-sample1",
+    "paths-u-sample2",
+    "paths-u-sample1-share",
+)
+PASS_KEYS = tuple(f"{role}_{kind}" for role in ("student", "teacher") for kind in ("forward", "backward"))
 
 
 # ============================================================================ counting passes
@@ -108,8 +121,7 @@ class PassCounter:
         return model.register_forward_hook(count_forward)
 
     def as_dict(self) -> dict[str, int]:
-        keys = [f"{role}_{kind}" for role in ("student", "teacher") for kind in ("forward", "backward")]
-        return {key: int(self.counts[key]) for key in keys}
+        return {key: int(self.counts[key]) for key in PASS_KEYS}
 
 
 @contextlib.contextmanager
@@ -132,100 +144,65 @@ def counting_passes(counter: PassCounter) -> Iterator[None]:
         robustdistill.train.fit = original
 
 
-# ============================================================================ one run
+def forward_macs(model: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass of one image through the convolutions and linear layers."""
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kernel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += output[0].numel() * kernel
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *image_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="teacher run directory or weights file")
-    parser.add_argument("--out", default="benchmarks/results/frontier")
-    parser.add_argument("--work", default="runs/frontier", help="where the student runs are written")
-    parser.add_argument("--only", help="comma-separated entry labels (default: all)")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--data", default="fashion-mnist")
-    parser.add_argument("--student", default="smallcnn")
-    parser.add_argument("--subset", type=int, default=None, help="training images (default: the full set)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.01, help="0.01 as TRADES for the BN-free SmallCNN")
-    parser.add_argument("--eps", type=float, default=0.1)
-    parser.add_argument("--steps", type=int, default=10, help="PGD steps K of every inner maximisation")
-    parser.add_argument("--n", type=int, default=1000, help="test images for clean accuracy")
-    parser.add_argument("--aa-n", type=int, default=1000, help="test images for AutoAttack (standard)")
-    parser.add_argument("--table-only", action="store_true", help="only rebuild frontier.md and .png")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--note", default="", help="a sentence added to frontier.md")
-    args = parser.parse_args(argv)
-    args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
-    return args
+def replay_passes(label: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The counted passes of a full training run of `label`, from a replay on `args.replay_images` images.
 
-
-def train_run(label: str, seed: int, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
-    """Train one entry for one seed (or find it trained); its counted passes in `<run>/passes.json`."""
-    method, options, needs_teacher, model_opts = entries(args.steps)[label]
-    run_dir = Path(args.work) / f"{label}-seed{seed}"
-    passes_file = run_dir / "passes.json"
-    if (run_dir / "model.safetensors").exists() and passes_file.exists():
-        return run_dir, json.loads(passes_file.read_text())
-    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-    flags: dict[str, Any] = {
-        "data": args.data,
-        "model": args.student,
-        "model_opts": model_opts,
-        "method": method,
-        "method_opts": options,
-        "subset": args.subset,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "eps": args.eps,
-        "steps": args.steps,
-        "seed": seed,
-        "run_dir": str(run_dir),
-        "overwrite": not resume,
-        "eval_every": 0,  # nothing but training goes through the counted networks
-    }
-    command = "train-teacher"
-    if needs_teacher:
-        command = "distill"
-        flags["teacher"] = args.teacher
-    counter = PassCounter()
-    with counting_passes(counter):
-        train_from_config(command, load_config(flags=flags), resume=resume, quiet=False)
-    passes = {**counter.as_dict(), "passes_complete": not resume}
-    write_record(passes, passes_file)
-    return run_dir, passes
-
-
-def train_seconds(run_dir: Path) -> float:
-    """Seconds spent in the training epochs of a run, from its metrics log."""
-    return sum(r.get("seconds", 0.0) for r in robustdistill.train.read_metrics(run_dir))
-
-
-def measure_run(label: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    path = Path(args.out) / "runs" / f"{label}-seed{seed}.json"
+    The replay has the run's configuration (seed 0, the learning rate of the table) except its
+    training images and no validation pass; the counts are scaled by (training split / replayed
+    images). Cached in `<out>/passes/<label>.json`.
+    """
+    path = Path(args.out) / "passes" / f"{label}.json"
     if path.exists():
         return json.loads(path.read_text())
-    run_dir, passes = train_run(label, seed, args)
-    model = models.load(run_dir / "model.safetensors").eval()
-    test = data_lib.load(args.data, "test")
-    record = attack_suite(model, test, attacks=["clean"], eps=args.eps, n=args.n, seed=seed)
-    strong = attack_suite(model, test, attacks=["autoattack"], eps=args.eps, n=args.aa_n, seed=seed)
-    record["accuracy"]["autoattack"] = strong["accuracy"]["autoattack"]
-    record["attacks"]["autoattack"] = {**strong["attacks"]["autoattack"], "n_examples": strong["n_examples"]}
-    record.pop("per_sample_worst_case", None)
-    method, options, _, model_opts = entries(args.steps)[label]
-    record.update(
-        label=label,
-        seed=seed,
-        method=method,
-        method_opts=options,
-        model_opts=model_opts,
-        train_seconds=train_seconds(run_dir),
-        passes=passes,
-        run_dir=str(run_dir),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    lr = tuned_lr(label, args)
+    with tempfile.TemporaryDirectory() as work:
+        command, flags = run_config(label, 0, lr, args.epochs, Path(work) / "replay", args)
+        datasets = load_datasets(load_config(flags=flags))
+        full, shape = len(datasets.train), tuple(datasets.train.images.shape[1:])
+        flags.update(subset=args.replay_images, eval_every=0, overwrite=True)
+        counter = PassCounter()
+        started = time.perf_counter()
+        with counting_passes(counter):
+            train_from_config(command, load_config(flags=flags), quiet=True)
+        seconds = time.perf_counter() - started
+    counted = counter.as_dict()
+    student = models.create(args.student, num_classes=datasets.train.num_classes, in_channels=shape[0])
+    macs = {"student": forward_macs(student, shape)}
+    if "teacher" in flags:
+        macs["teacher"] = forward_macs(models.load(resolve_weights(args.teacher)), shape)
+    record = {
+        "label": label,
+        "epochs": args.epochs,
+        "replayed_images": args.replay_images,
+        "training_images": full,
+        "counted": counted,
+        "passes": {key: round(value * full / args.replay_images) for key, value in counted.items()},
+        "forward_macs": macs,
+        "replay_seconds": seconds,
+    }
     write_record(record, path)
     return record
 
@@ -242,46 +219,54 @@ def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float
     return mean, float(half)
 
 
-def total_passes(passes: dict[str, Any]) -> int:
+def total_passes(passes: dict[str, int]) -> int:
     """Forward plus backward samples of the student and the teachers."""
-    return sum(int(passes[k]) for k in ("student_forward", "student_backward", "teacher_forward", "teacher_backward"))
+    return sum(int(passes[key]) for key in PASS_KEYS)
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per label over its seeds: accuracy means and 95 % intervals (%), mean seconds and passes."""
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_label.setdefault(record["label"], []).append(record)
+def compute(record: dict[str, Any]) -> float:
+    """Multiply-adds of a `replay_passes` record: each network's passes times its forward multiply-adds."""
+    passes, macs = record["passes"], record["forward_macs"]
+    return float(sum((passes[f"{role}_forward"] + passes[f"{role}_backward"]) * macs.get(role, 0) for role in macs))
+
+
+def summarise(groups: dict[str, list[dict[str, Any]]], passes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per label (its seeds' method-table records): accuracy (%) with 95 % intervals, seconds, passes.
+
+    `passes` maps a label to its `replay_passes` record (a label without one has no pass columns).
+    Differences to `REFERENCE` are paired over the AutoAttack images; cost ratios are to `BASELINE`.
+    """
     rows: dict[str, dict[str, Any]] = {}
-    for label, group in by_label.items():
+    for label, group in groups.items():
         autoattack, half = confidence_interval([100 * r["accuracy"]["autoattack"] for r in group])
         clean, clean_half = confidence_interval([100 * r["accuracy"]["clean"] for r in group])
+        replay = passes.get(label, {})
+        counted = replay.get("passes")
+        layouts = sorted({str(r.get("channels_last", "off")) for r in group})
         rows[label] = {
             "method": group[0]["method"],
             "method_opts": group[0]["method_opts"],
-            "model_opts": group[0].get("model_opts", {}),
+            "group": group[0].get("group", ""),
             "seeds": sorted(r["seed"] for r in group),
             "autoattack": autoattack,
             "autoattack_ci95": half,
             "clean": clean,
             "clean_ci95": clean_half,
             "seconds": statistics.fmean(r["train_seconds"] for r in group),
-            "passes": statistics.fmean(total_passes(r["passes"]) for r in group),
-            "student_passes": statistics.fmean(
-                r["passes"]["student_forward"] + r["passes"]["student_backward"] for r in group
-            ),
-            "passes_complete": all(r["passes"].get("passes_complete", True) for r in group),
-            "aa_n": group[0]["attacks"]["autoattack"]["n_examples"],
+            "channels_last": "/".join(layouts),
+            "passes": total_passes(counted) if counted else math.nan,
+            "student_passes": counted["student_forward"] + counted["student_backward"] if counted else math.nan,
+            "compute": compute(replay) if counted else math.nan,
+            "aa_n": group[0]["n_examples"]["autoattack"],
         }
-    baseline = rows.get(BASELINE)
-    reference = rows.get(REFERENCE)
-    for row in rows.values():
-        row["seconds_over_baseline"] = row["seconds"] / baseline["seconds"] if baseline else math.nan
-        row["within_reference_ci"] = (
-            None
-            if reference is None or math.isnan(reference["autoattack_ci95"])
-            else abs(row["autoattack"] - reference["autoattack"]) <= reference["autoattack_ci95"]
-        )
+    for label, row in rows.items():
+        base = rows.get(BASELINE)
+        row["seconds_over_baseline"] = row["seconds"] / base["seconds"] if base else math.nan
+        row["passes_over_baseline"] = row["passes"] / base["passes"] if base else math.nan
+        row["compute_over_baseline"] = row["compute"] / base["compute"] if base else math.nan
+        found = paired_difference(groups[label], groups[REFERENCE], "autoattack") if REFERENCE in groups else None
+        row["vs_reference"] = None if found is None or label == REFERENCE else [100 * v for v in found]
+        row["within_reference_ci"] = None if row["vs_reference"] is None else row["vs_reference"][2] >= 0.0
     return rows
 
 
@@ -289,37 +274,52 @@ def _fmt_ci(mean: float, half: float) -> str:
     return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
 
 
+def _fmt(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
+
+
 def markdown(rows: dict[str, dict[str, Any]], header: list[str]) -> str:
-    """The frontier table: one row per configuration, cheapest first."""
+    """The frontier table: one row per configuration, cheapest (by compute, then seconds) first."""
     lines = [
         *header,
-        f"| configuration | options | seeds | AutoAttack % (95 % CI) | clean % (95 % CI) | train s | s / {BASELINE} | "
-        f"passes (M samples) | student passes (M) | AutoAttack within the 95 % CI of {REFERENCE} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| configuration | group | options | seeds | AutoAttack % (95 % CI) | clean % (95 % CI) | "
+        f"Δ AutoAttack vs {REFERENCE} [95 % CI] | train s | s / {BASELINE} | layout | passes (M samples) | "
+        f"passes / {BASELINE} | student passes (M) | compute (T multiply-adds) | compute / {BASELINE} | "
+        f"not below {REFERENCE} (CI reaches 0) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
-    for label, row in sorted(rows.items(), key=lambda item: item[1]["seconds"]):
-        options = {**row["method_opts"], **{f"model.{k}": v for k, v in row["model_opts"].items()}}
-        shown = "; ".join(f"{k}={v}" for k, v in options.items()) or "(defaults)"
+
+    def cost(item: tuple[str, dict[str, Any]]) -> tuple[float, float]:
+        work = item[1]["compute"]
+        return (math.inf if math.isnan(work) else work, item[1]["seconds"])
+
+    for label, row in sorted(rows.items(), key=cost):
+        shown = "; ".join(f"{k}={v}" for k, v in row["method_opts"].items()) or "(defaults)"
+        versus = "-" if row["vs_reference"] is None else "{:+.2f} [{:+.2f}, {:+.2f}]".format(*row["vs_reference"])
         within = {None: "-", True: "yes", False: "no"}[row["within_reference_ci"]]
-        partial = "" if row["passes_complete"] else " (partial)"
         lines.append(
-            f"| {label} | `{shown}` | {len(row['seeds'])} | {_fmt_ci(row['autoattack'], row['autoattack_ci95'])} | "
-            f"{_fmt_ci(row['clean'], row['clean_ci95'])} | {row['seconds']:.0f} | {row['seconds_over_baseline']:.2f} | "
-            f"{row['passes'] / 1e6:.2f}{partial} | {row['student_passes'] / 1e6:.2f}{partial} | {within} |"
+            f"| {label} | {row['group']} | `{shown}` | {len(row['seeds'])} | "
+            f"{_fmt_ci(row['autoattack'], row['autoattack_ci95'])} | {_fmt_ci(row['clean'], row['clean_ci95'])} | "
+            f"{versus} | {row['seconds']:.0f} | {_fmt(row['seconds_over_baseline'], '.2f')} | "
+            f"{row['channels_last']} | {_fmt(row['passes'] / 1e6, '.1f')} | "
+            f"{_fmt(row['passes_over_baseline'], '.2f')} | {_fmt(row['student_passes'] / 1e6, '.1f')} | "
+            f"{_fmt(row['compute'] / 1e12, '.2f')} | {_fmt(row['compute_over_baseline'], '.2f')} | {within} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: dict[str, dict[str, Any]], path: Path) -> Path:
-    """AutoAttack accuracy (95 % CI bars) against training seconds and against counted passes."""
+    """AutoAttack accuracy (95 % CI bars) against training seconds and against compute."""
     figure = new_figure(11, 4.5)
     axes = figure.subplots(1, 2, sharey=True)
     for axis, key, xlabel in (
         (axes[0], "seconds", "training time (s)"),
-        (axes[1], "passes", "forward + backward samples (millions), student and teacher"),
+        (axes[1], "compute", "compute (T multiply-adds: passes x forward multiply-adds, student + teacher)"),
     ):
         for label, row in rows.items():
-            x = row[key] / (1e6 if key == "passes" else 1.0)
+            if math.isnan(row[key]):
+                continue
+            x = row[key] / (1e12 if key == "compute" else 1.0)
             error = None if math.isnan(row["autoattack_ci95"]) else row["autoattack_ci95"]
             marker = "s" if label.startswith(REFERENCE) else ("^" if label.endswith("-reuse") else "o")
             axis.errorbar(x, row["autoattack"], yerr=error, fmt=marker, capsize=3)
@@ -331,25 +331,32 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> Path:
     return save_png(figure, path)
 
 
-def write_report(records: list[dict[str, Any]], args: argparse.Namespace, command: str) -> tuple[Path, Path]:
-    rows = summarise(records)
+def write_report(
+    groups: dict[str, list[dict[str, Any]]],
+    passes: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    command: str,
+) -> tuple[Path, Path]:
+    rows = summarise(groups, passes)
     out = Path(args.out)
+    missing = [label for label in args.labels if label not in groups]
     header = [
-        f"# Cost-accuracy frontier: {args.data}, eps {args.eps}",
+        f"# Cost-accuracy frontier (evidence protocol): {args.data}, eps {args.eps}",
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}. Student `{args.student}`, teacher `{args.teacher}`; "
-        f"{args.epochs} epochs on {'the full training set' if args.subset is None else f'{args.subset} images'}, "
-        f"batch {args.batch_size}, lr {args.lr}, K = {args.steps} PGD steps (eps/4) for every inner maximisation. "
-        "Accuracy: mean over the seeds with the 95 % Student-t interval over the seeds; AutoAttack (standard) "
-        "on a class-balanced test subset of "
+        f"Machine: {platform.machine()} CPU, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. The method "
+        f"table's students (`{args.student}`, teacher `{args.teacher}`, {args.epochs} epochs, {args.steps}-step "
+        "PGD; variants at their base method's learning rate). AutoAttack (standard) on the same "
         + ", ".join(sorted({str(r["aa_n"]) for r in rows.values()}))
-        + " images. Passes: samples through the forward and backward passes of the student and the teacher "
-        "(benchmarks/frontier.py). Rows sorted by training time.",
+        + " test images for every row: mean over the seeds with the 95 % Student-t interval over seeds, and "
+        f"the paired bootstrap difference to full `{REFERENCE}`. Train s: wall-clock of the training epochs "
+        "(mean over seeds; one thread per run, two runs on two cores); layout: `channels_last` of the runs "
+        "(on: the same arithmetic, faster). Passes: forward + backward samples of student and teacher over "
+        f"the whole run, counted on a {args.replay_images}-image replay and scaled to the training split; "
+        "compute: each network's passes times its forward multiply-adds per image. Rows sorted by compute.",
         "",
-        *([args.note, ""] if args.note else []),
+        *([f"Not trained yet: {', '.join(missing)}.", ""] if missing else []),
     ]
     write_record(rows, out / "frontier.json")
     table = out / "frontier.md"
@@ -357,25 +364,45 @@ def write_report(records: list[dict[str, Any]], args: argparse.Namespace, comman
     return table, plot(rows, out / "frontier.png")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="zoo:fashion-mnist-pgd-at", help="teacher run directory, file or zoo:NAME")
+    parser.add_argument("--natural-teacher", help="natural teacher (for a method that needs one)")
+    parser.add_argument("--out", default="benchmarks/results/fashion-mnist-evidence", help="the method table's --out")
+    parser.add_argument("--work", default="runs/evidence", help="the method table's --work")
+    parser.add_argument("--only", help="comma-separated labels (default: the frontier's)")
+    parser.add_argument("--data", default="fashion-mnist")
+    add_budget_arguments(parser)
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--lr-grid", default="0.01,0.05", help="the method table's grid (its tuning records decide)")
+    parser.add_argument("--tune-epochs", type=int, default=10)
+    parser.add_argument("--channels-last", choices=("on", "off", "auto"), default="on")
+    parser.add_argument("--replay-images", type=int, default=512, help="training images of the pass-count replay")
+    parser.add_argument("--table-only", action="store_true", help="no replays: only the labels with pass records")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    args.labels = args.only.split(",") if args.only else list(LABELS)
+    args.lr_grid = [float(v) for v in str(args.lr_grid).split(",") if v.strip()]
+    unknown = sorted(set(args.labels) - set(ENTRIES))
+    if unknown:
+        parser.error(f"unknown labels {unknown}; the method table knows: {', '.join(ENTRIES)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python benchmarks/frontier.py " + shlex.join(list(argv or sys.argv[1:]))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    known = entries(args.steps)
-    labels = args.only.split(",") if args.only else list(known)
-    unknown = sorted(set(labels) - set(known))
-    if unknown:
-        raise SystemExit(f"unknown entries: {', '.join(unknown)}; known: {', '.join(known)}")
-    if not args.table_only:
-        for label in labels:
-            for seed in args.seed_list:
-                measure_run(label, seed, args)
-    records = [json.loads(p.read_text()) for p in sorted((Path(args.out) / "runs").glob("*.json"))]
-    if not records:
-        raise SystemExit(f"no run records under {Path(args.out) / 'runs'}")
-    table, figure = write_report(records, args, command)
+    command = "python benchmarks/frontier.py " + shlex.join(list(argv if argv is not None else sys.argv[1:]))
+    groups = {label: records for label, records in load_groups(Path(args.out)).items() if label in args.labels}
+    if not groups:
+        raise SystemExit(f"no method-table records of {', '.join(args.labels)} under {Path(args.out) / 'runs'}")
+    passes: dict[str, dict[str, Any]] = {}
+    for label in groups:
+        path = Path(args.out) / "passes" / f"{label}.json"
+        if path.exists() or not args.table_only:
+            passes[label] = replay_passes(label, args)
+    table, figure = write_report(groups, passes, args, command)
     print(f"table: {table}; figure: {figure}; environment: {environment()}")
 
 

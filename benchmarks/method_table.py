@@ -11,6 +11,8 @@ Protocol (docs/results.md explains why each choice):
 - three seeds (`--seeds`) of the full run with that learning rate; convergence: that validation
   accuracy no longer rising (the mean of the last 3 epochs at most 0.5 points above the mean of the 3
   before; `converged` in each record, recomputed from its curve for the table);
+- variants (group `variant`: perturbation reuse, fgsm-rs, cheaper `paths` configurations) are trained
+  at their base method's learning rate for `benchmarks/frontier.py`'s cost-accuracy frontier;
 - test: clean and PGD-20 on all 10 000 test images, CW-inf on `--cw-n` and standard AutoAttack on
   `--aa-n` class-balanced test images (seed 0: the same images for every student).
 
@@ -50,7 +52,7 @@ from robustdistill.runs import resolve_weights, train_from_config
 from robustdistill.train import read_metrics
 from robustdistill.utils import atomic_write_bytes
 
-BASELINE, HEADLINE, ABLATION, REFERENCE = "baseline", "headline", "ablation", "reference"
+BASELINE, HEADLINE, ABLATION, REFERENCE, VARIANT = "baseline", "headline", "ablation", "reference", "variant"
 # label -> (method, method options, group)
 ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
     "standard": ("standard", {}, REFERENCE),
@@ -76,6 +78,20 @@ ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
     "paths-last": ("paths", {"weighting": "last"}, ABLATION),
     "gacd-nce-noreweight": ("gacd", {"estimator": "nce", "reweight": "none"}, ABLATION),
     "gacd-infonce-noreweight": ("gacd", {"estimator": "infonce", "reweight": "none"}, ABLATION),
+    # cheaper configurations of a method (benchmarks/frontier.py), trained at their base's learning rate
+    "fgsm-rs": ("fgsm-rs", {}, VARIANT),
+    "pgd-at-reuse": ("pgd-at", {"reuse_steps": 1}, VARIANT),
+    "ard-reuse": ("ard", {"reuse_steps": 1}, VARIANT),
+    "rslad-reuse": ("rslad", {"reuse_steps": 1}, VARIANT),
+    "adaad-reuse": ("adaad", {"reuse_steps": 1}, VARIANT),
+    "paths-sample1": ("paths", {"sample_steps": 1}, VARIANT),
+    "paths-u-sample1": ("paths", {"branches": "untargeted", "sample_steps": 1}, VARIANT),
+    "paths-u-sample2": ("paths", {"branches": "untargeted", "sample_steps": 2}, VARIANT),
+    "paths-u-sample1-share": ("paths", {"branches": "untargeted", "sample_steps": 1, "share_forward": True}, VARIANT),
+}
+# a variant's learning rate is its base's (no tuning of its own): the frontier compares cost at fixed settings
+VARIANT_BASE = {
+    label: "pgd-at" if label == "fgsm-rs" else ENTRIES[label][0] for label, e in ENTRIES.items() if e[2] == VARIANT
 }
 ATTACK_COLUMNS = ("clean", "pgd-20", "cw", "autoattack")
 SELECTION_KEYS = {"clean": "eval_clean", "pgd10": "eval_pgd-10"}
@@ -129,12 +145,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: argparse.Namespace) -> Path:
-    """One training run through the `train-teacher` / `distill` code path (resumed if interrupted)."""
-    if (run_dir / "model.safetensors").exists():
-        return run_dir
+def run_config(
+    label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: argparse.Namespace
+) -> tuple[str, dict[str, Any]]:
+    """The command (`train-teacher` or `distill`) and the flags of one training run of `label`."""
     method, options, _ = ENTRIES[label]
-    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     flags: dict[str, Any] = {
         "data": args.data,
         "model": args.student,
@@ -150,19 +165,26 @@ def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: ar
         "steps": args.steps,
         "seed": seed,
         "run_dir": str(run_dir),
-        "overwrite": not resume,
         "eval_n": 1000,
         "eval_attacks": ["clean", "pgd-10"],
         "checkpoint_every": 0,
         "channels_last": args.channels_last,
     }
     spec = methods.spec(method)
-    command = "train-teacher" if spec.role == "objective" else "distill"
     if spec.needs_teacher:
         flags["teacher"] = args.teacher
     if spec.needs_natural_teacher:
         flags["natural_teacher"] = args.natural_teacher
-    train_from_config(command, load_config(flags=flags), resume=resume, quiet=True)
+    return ("train-teacher" if spec.role == "objective" else "distill"), flags
+
+
+def train(label: str, seed: int, lr: float, epochs: int, run_dir: Path, args: argparse.Namespace) -> Path:
+    """One training run through the `train-teacher` / `distill` code path (resumed if interrupted)."""
+    if (run_dir / "model.safetensors").exists():
+        return run_dir
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    command, flags = run_config(label, seed, lr, epochs, run_dir, args)
+    train_from_config(command, load_config(flags={**flags, "overwrite": not resume}), resume=resume, quiet=True)
     return run_dir
 
 
@@ -196,7 +218,12 @@ def converged(curve: list[float], window: int = 3, tolerance: float = 0.005) -> 
 
 
 def tuned_lr(label: str, args: argparse.Namespace) -> float:
-    """The learning rate of `label`, chosen on the validation split (recorded in `<out>/tuning/`)."""
+    """The learning rate of `label`, chosen on the validation split (recorded in `<out>/tuning/`).
+
+    A variant (a cheaper configuration of a method) takes its base method's learning rate.
+    """
+    if label in VARIANT_BASE:
+        return tuned_lr(VARIANT_BASE[label], args)
     if len(args.lr_grid) == 1:
         return args.lr_grid[0]
     path = Path(args.out) / "tuning" / f"{label}.json"
@@ -307,11 +334,26 @@ def _stacked(records: list[dict[str, Any]], attack: str) -> np.ndarray | None:
     return np.stack(rows) if rows and len({row.size for row in rows}) == 1 else None
 
 
-def _difference(a: list[dict[str, Any]], b: list[dict[str, Any]], attack: str) -> str:
+def paired_difference(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], attack: str
+) -> tuple[float, float, float] | None:
+    """`a` minus `b` in `attack` accuracy (fraction) with its paired bootstrap 95 % interval, or None.
+
+    Each image's correctness is averaged over a label's seeds; None when either side lacks the
+    attack's per-image record or they were measured on different images.
+    """
     stack_a, stack_b = _stacked(a, attack), _stacked(b, attack)
     if stack_a is None or stack_b is None or stack_a.shape[1] != stack_b.shape[1]:
-        return "-"
+        return None
     diff, low, high = paired_bootstrap(stack_a, stack_b)
+    return float(diff), float(low), float(high)
+
+
+def _difference(a: list[dict[str, Any]], b: list[dict[str, Any]], attack: str) -> str:
+    found = paired_difference(a, b, attack)
+    if found is None:
+        return "-"
+    diff, low, high = found
     return f"{100 * diff:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
 
 

@@ -106,3 +106,18 @@ def test_table_rows_give_each_methods_paired_difference_and_name_the_best_baseli
     assert by_label["rslad"][-2].startswith("+25.00 [") and by_label["rslad"][-1] == "- |"
     assert by_label["paths"][-2].startswith("+12.50 [") and by_label["paths"][-1].startswith("-12.50 [")
     assert by_label["paths"][6] == "62.50 ± 0.00 (8)"  # the autoattack column: mean ± std over the seeds
+
+
+def test_a_variant_trains_at_its_base_methods_learning_rate_without_tuning(tmp_path: Path, monkeypatch) -> None:
+    def no_training(*args, **kwargs):
+        raise AssertionError("a variant must not be tuned")
+
+    monkeypatch.setattr(method_table, "train", no_training)
+    args = method_table.parse_args(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    (tmp_path / "out" / "tuning").mkdir(parents=True)
+    for base, lr in (("pgd-at", 0.05), ("paths", 0.01)):
+        (tmp_path / "out" / "tuning" / f"{base}.json").write_text(json.dumps({"chosen_lr": lr}))
+    assert method_table.tuned_lr("pgd-at-reuse", args) == 0.05
+    assert method_table.tuned_lr("fgsm-rs", args) == 0.05  # fast adversarial training: pgd-at's
+    assert method_table.tuned_lr("paths-u-sample1", args) == 0.01
+    assert set(method_table.VARIANT_BASE) == {k for k, e in method_table.ENTRIES.items() if e[2] == "variant"}
