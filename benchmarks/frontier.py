@@ -14,12 +14,13 @@ Cost, two measures:
   validation pass included; one thread per run, two runs sharing the two cores; the records say
   their memory layout, `channels_last`, which changes the seconds and not the arithmetic);
 - counted passes: the samples that go through the forward and backward passes of the student and
-  the teacher over a whole training run. Hooks count them on a replay of the run's exact
-  configuration on `--replay-images` training images for the same epochs (`<out>/passes/<label>.json`);
-  every method's passes are per sample, so the count scales exactly to the training split (up to
-  the random draws of `sample_steps`). `forward` counts every sample a forward call sees (attack
-  steps, alignment, no-grad teacher calls), `backward` every sample a gradient flows back through
-  the network's output for (an attack step's input gradient, the parameter backward of the loss);
+  the teacher over a whole training run. Hooks count them on a replay of the run's configuration
+  on `--replay-images` training images for the same epochs (`<out>/passes/<label>.json`), scaled by
+  the ratio of batches per epoch: exact for fixed-cost methods, up to the random draws of
+  `sample_steps`, and about 1 % low for perturbation reuse (`replay_passes`). `forward` counts every
+  sample a forward call sees (attack steps, alignment, no-grad teacher calls), `backward` every
+  sample a gradient flows back through the network's output for (an attack step's input gradient,
+  the parameter backward of the loss);
 - compute: each network's passes times its forward multiply-adds per image (counted by hooks on
   its convolutions and linear layers), summed over student and teacher: a pass costs one forward's
   multiply-adds here (a parameter backward costs about two), so this is a hardware-free proxy
@@ -52,13 +53,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from method_table import (  # the method table's entries, learning rates and paired differences
+from method_table import (  # the method table's entries, run settings and paired differences
     ENTRIES,
     add_budget_arguments,
     load_groups,
     paired_difference,
     run_config,
-    tuned_lr,
 )
 from scipy import stats
 from torch import nn
@@ -167,19 +167,26 @@ def forward_macs(model: nn.Module, image_shape: tuple[int, ...]) -> int:
     return total
 
 
-def replay_passes(label: str, args: argparse.Namespace) -> dict[str, Any]:
+def replay_passes(label: str, record: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The counted passes of a full training run of `label`, from a replay on `args.replay_images` images.
 
-    The replay has the run's configuration (seed 0, the learning rate of the table) except its
-    training images and no validation pass; the counts are scaled by (training split / replayed
-    images). Cached in `<out>/passes/<label>.json`.
+    The replay has the configuration of the run behind `record` (its learning rate, epochs and
+    student; the table's batch, steps and data) except its training images and no validation
+    pass. The loader drops an epoch's last incomplete batch, so the counts scale by the ratio of
+    full batches per epoch, `(N // B) / (replay // B)`: exact for every method whose passes per
+    batch are fixed, and for `sample_steps` up to its random draws. For perturbation reuse it is
+    about 1 % low: in the full run the images left out of an epoch's batches are still unattacked
+    in the next one, whose batches that hold them attack with all their steps. Cached in
+    `<out>/passes/<label>.json`.
     """
     path = Path(args.out) / "passes" / f"{label}.json"
     if path.exists():
         return json.loads(path.read_text())
-    lr = tuned_lr(label, args)
+    if args.replay_images < args.batch_size:
+        raise SystemExit(f"--replay-images {args.replay_images} is less than one batch of {args.batch_size}")
+    settings = argparse.Namespace(**{**vars(args), "student": record["student"]})
     with tempfile.TemporaryDirectory() as work:
-        command, flags = run_config(label, 0, lr, args.epochs, Path(work) / "replay", args)
+        command, flags = run_config(label, 0, float(record["lr"]), int(record["epochs"]), Path(work), settings)
         datasets = load_datasets(load_config(flags=flags))
         full, shape = len(datasets.train), tuple(datasets.train.images.shape[1:])
         flags.update(subset=args.replay_images, eval_every=0, overwrite=True)
@@ -189,22 +196,25 @@ def replay_passes(label: str, args: argparse.Namespace) -> dict[str, Any]:
             train_from_config(command, load_config(flags=flags), quiet=True)
         seconds = time.perf_counter() - started
     counted = counter.as_dict()
-    student = models.create(args.student, num_classes=datasets.train.num_classes, in_channels=shape[0])
+    scale = (full // args.batch_size) / (args.replay_images // args.batch_size)
+    student = models.create(record["student"], num_classes=datasets.train.num_classes, in_channels=shape[0])
     macs = {"student": forward_macs(student, shape)}
     if "teacher" in flags:
         macs["teacher"] = forward_macs(models.load(resolve_weights(args.teacher)), shape)
-    record = {
+    replay = {
         "label": label,
-        "epochs": args.epochs,
+        "epochs": record["epochs"],
+        "lr": record["lr"],
+        "batch_size": args.batch_size,
         "replayed_images": args.replay_images,
         "training_images": full,
         "counted": counted,
-        "passes": {key: round(value * full / args.replay_images) for key, value in counted.items()},
+        "passes": {key: round(value * scale) for key, value in counted.items()},
         "forward_macs": macs,
         "replay_seconds": seconds,
     }
-    write_record(record, path)
-    return record
+    write_record(replay, path)
+    return replay
 
 
 # ============================================================================ table and figure
@@ -374,15 +384,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", default="fashion-mnist")
     add_budget_arguments(parser)
     parser.add_argument("--val-size", type=int, default=5000)
-    parser.add_argument("--lr-grid", default="0.01,0.05", help="the method table's grid (its tuning records decide)")
-    parser.add_argument("--tune-epochs", type=int, default=10)
     parser.add_argument("--channels-last", choices=("on", "off", "auto"), default="on")
     parser.add_argument("--replay-images", type=int, default=512, help="training images of the pass-count replay")
     parser.add_argument("--table-only", action="store_true", help="no replays: only the labels with pass records")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     args.labels = args.only.split(",") if args.only else list(LABELS)
-    args.lr_grid = [float(v) for v in str(args.lr_grid).split(",") if v.strip()]
     unknown = sorted(set(args.labels) - set(ENTRIES))
     if unknown:
         parser.error(f"unknown labels {unknown}; the method table knows: {', '.join(ENTRIES)}")
@@ -401,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     for label in groups:
         path = Path(args.out) / "passes" / f"{label}.json"
         if path.exists() or not args.table_only:
-            passes[label] = replay_passes(label, args)
+            passes[label] = replay_passes(label, groups[label][0], args)
     table, figure = write_report(groups, passes, args, command)
     print(f"table: {table}; figure: {figure}; environment: {environment()}")
 

@@ -50,7 +50,8 @@ from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_
 from robustdistill.evaluate.plots import new_figure, save_png
 from robustdistill.runs import resolve_weights, train_from_config
 from robustdistill.train import read_metrics
-from robustdistill.utils import atomic_write_bytes
+from robustdistill.train.setup import uses_channels_last
+from robustdistill.utils import atomic_write_bytes, resolve_device
 
 BASELINE, HEADLINE, ABLATION, REFERENCE, VARIANT = "baseline", "headline", "ablation", "reference", "variant"
 # label -> (method, method options, group)
@@ -269,6 +270,12 @@ def train_seconds(run_dir: Path) -> float:
     return sum(r.get("seconds", 0.0) for r in read_metrics(run_dir) if r.get("kind") == "epoch")
 
 
+def layout(run_dir: Path) -> str:
+    """`on` if a run trained in the channels_last memory layout, else `off` (`auto` resolved on its device)."""
+    cfg = load_config(path=run_dir / "config.yaml")
+    return "on" if uses_channels_last(resolve_device(cfg.device), cfg) else "off"
+
+
 def weights_sha256(weights: Path) -> str:
     return str(json.loads(weights.with_suffix(".json").read_text())["sha256"])
 
@@ -293,7 +300,7 @@ def evaluate(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
         teacher=args.teacher if methods.spec(method).needs_teacher else None,
         weights_sha256=weights_sha256(weights),
         train_seconds=train_seconds(run_dir),
-        channels_last=load_config(path=run_dir / "config.yaml").channels_last,
+        channels_last=layout(run_dir),
         **curves,
         run_dir=str(run_dir),
     )

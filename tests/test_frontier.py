@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -13,8 +14,9 @@ from torch import nn
 
 import robustdistill.train
 from robustdistill import data, methods
-from robustdistill.config import RunConfig
+from robustdistill.config import RunConfig, load_config
 from robustdistill.evaluate.compare import encode_correct
+from robustdistill.runs import train_from_config
 from tests import benchmark_script
 from tests.conftest import tiny_cnn
 
@@ -101,7 +103,7 @@ def test_summary_by_hand(groups, passes):
     assert rows["pgd-at"]["seeds"] == [0] and rows["ard"]["seeds"] == [0, 1, 2]
 
 
-def test_table_is_sorted_by_counted_passes_then_seconds(groups, passes):
+def test_table_is_sorted_by_compute_then_seconds(groups, passes):
     text = frontier.markdown(frontier.summarise(groups, passes), ["# title", ""])
     body = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| configuration")]
     assert [line.split(" | ")[0][2:] for line in body] == ["ard", "paths-u-sample1", "paths", "pgd-at"]  # by compute
@@ -161,23 +163,29 @@ def test_counting_passes_wraps_fit_and_counts_a_pgd_at_run(tmp_path, digits_trai
     assert robustdistill.train.fit.__name__ == "fit"  # restored
 
 
-def test_replay_counts_a_pgd_at_run_and_scales_it_to_the_training_split(tmp_path):
+def test_replay_count_equals_the_count_of_the_whole_run(tmp_path):
     out = tmp_path / "out"
     args = frontier.parse_args([
-        "--out", str(out), "--data", "digits", "--student", "smallcnn", "--epochs", "2", "--steps", "2",
-        "--batch-size", "32", "--val-size", "100", "--replay-images", "64", "--lr-grid", "0.01",
-        "--channels-last", "off",
+        "--out", str(out), "--data", "digits", "--steps", "2", "--batch-size", "32", "--val-size", "100",
+        "--replay-images", "80", "--channels-last", "off",
     ])  # fmt: skip
-    record = frontier.replay_passes("pgd-at", args)
-    # per epoch and image: 2 attack steps (forward + input backward) and one training step
-    assert record["counted"] == {"student_forward": 2 * 64 * 3, "student_backward": 2 * 64 * 3,
+    record = {"student": "smallcnn", "lr": 0.01, "epochs": 2}  # what a method-table record says
+    replay = frontier.replay_passes("pgd-at", record, args)
+    # 80 images are 2 full batches of 32 (the loader drops the rest); per image and epoch 2 attack
+    # steps (forward + input backward) and one training step
+    assert replay["counted"] == {"student_forward": 2 * 64 * 3, "student_backward": 2 * 64 * 3,
                                  "teacher_forward": 0, "teacher_backward": 0}  # fmt: skip
-    full = record["training_images"]
-    assert full == len(data.load("digits", "train")) - 100
-    assert record["passes"]["student_forward"] == 2 * full * 3
-    assert json.loads((out / "passes" / "pgd-at.json").read_text()) == record  # cached for the next call
-    assert frontier.replay_passes("pgd-at", args) == record
-    assert set(record["forward_macs"]) == {"student"} and record["forward_macs"]["student"] > 0
+    assert replay["training_images"] == len(data.load("digits", "train")) - 100
+    # the whole run, counted by the same hooks
+    command, flags = frontier.run_config("pgd-at", 0, 0.01, 2, tmp_path / "full", argparse.Namespace(
+        **{**vars(args), "student": "smallcnn"}))  # fmt: skip
+    counter = frontier.PassCounter()
+    with frontier.counting_passes(counter):
+        train_from_config(command, load_config(flags={**flags, "eval_every": 0}), quiet=True)
+    assert replay["passes"] == counter.as_dict()
+    assert json.loads((out / "passes" / "pgd-at.json").read_text()) == replay  # cached for the next call
+    assert frontier.replay_passes("pgd-at", record, args) == replay
+    assert set(replay["forward_macs"]) == {"student"} and replay["forward_macs"]["student"] > 0
 
 
 def test_forward_multiply_adds_by_hand():

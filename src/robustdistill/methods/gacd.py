@@ -96,7 +96,7 @@ class GACDOptions(Options):
     temperature: float = option(0.07, gt=0, help="temperature of the critic's dot products")
     momentum: float = option(0.5, ge=0, lt=1, help="momentum of the memory-bank update (nce)")
     nce_scoring: Literal["auto", "rows", "dense"] = option(
-        "auto", help="how the negatives are scored (nce; the same numbers): gathered rows, or the whole bank"
+        "auto", help="how the negatives are scored (nce; equal up to rounding): gathered rows, or the whole bank"
     )
     reweight: Literal["confidence", "none"] = option("confidence", help="sample weights p_T(y|x)^beta, or none")
     beta: float = option(1.0, ge=0, help="exponent of the confidence weights")
@@ -210,8 +210,8 @@ class GACD(Method[GACDOptions]):
         """Per-sample contrastive loss `l` (B,) of embeddings `z_t`, `z_s`, and the NCE `log Z` estimate.
 
         `nce`: `l_i = l_i(teacher anchor vs student bank) + l_i(student anchor vs teacher bank)`,
-        negatives the bank slots `negatives` (B, K) (or their rows from `gather_negatives`), read
-        without gradient; `log Z` is the stored
+        negatives the bank slots `negatives` (B, K) (or the `BankNegatives` pair from
+        `gather_negatives`), read without gradient; `log Z` is the stored
         constant where set, else estimated from this batch (the estimate is returned so the caller
         can store it once the loss is computed); `teacher_scores` are the anchor's scores against the
         student bank when already known (fixed anchor). `infonce`: teacher-anchored in-batch InfoNCE.
