@@ -123,3 +123,11 @@ def test_a_variant_trains_at_its_base_methods_learning_rate_without_tuning(tmp_p
     for variant, base in method_table.VARIANT_BASE.items():  # every base is a tuned row of the same method
         assert method_table.ENTRIES[base][2] != "variant"
         assert method_table.ENTRIES[variant][0] in (method_table.ENTRIES[base][0], "fgsm-rs")
+
+
+def test_a_record_names_the_layout_its_run_trained_in(tmp_path: Path) -> None:
+    for setting, used in (("on", "on"), ("off", "off"), ("auto", "off")):  # auto: channels_last on CUDA only
+        run = tmp_path / setting
+        run.mkdir()
+        (run / "config.yaml").write_text(f"device: cpu\nchannels_last: '{setting}'\n")
+        assert method_table.layout(run) == used
