@@ -324,7 +324,7 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> Path:
     axes = figure.subplots(1, 2, sharey=True)
     for axis, key, xlabel in (
         (axes[0], "seconds", "training time (s)"),
-        (axes[1], "compute", "compute (T multiply-adds: passes x forward multiply-adds, student + teacher)"),
+        (axes[1], "compute", "compute (T multiply-adds, student + teacher)"),
     ):
         for label, row in rows.items():
             if math.isnan(row[key]):
