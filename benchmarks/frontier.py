@@ -55,7 +55,7 @@ from typing import Any
 import torch
 from method_table import (  # the method table's entries, run settings and paired differences
     ENTRIES,
-    add_budget_arguments,
+    add_run_arguments,
     load_groups,
     paired_difference,
     run_config,
@@ -269,13 +269,14 @@ def summarise(groups: dict[str, list[dict[str, Any]]], passes: dict[str, dict[st
             "compute": compute(replay) if counted else math.nan,
             "aa_n": group[0]["n_examples"]["autoattack"],
         }
+    base = rows.get(BASELINE)
     for label, row in rows.items():
-        base = rows.get(BASELINE)
         row["seconds_over_baseline"] = row["seconds"] / base["seconds"] if base else math.nan
         row["passes_over_baseline"] = row["passes"] / base["passes"] if base else math.nan
         row["compute_over_baseline"] = row["compute"] / base["compute"] if base else math.nan
-        found = paired_difference(groups[label], groups[REFERENCE], "autoattack") if REFERENCE in groups else None
-        row["vs_reference"] = None if found is None or label == REFERENCE else [100 * v for v in found]
+        compared = REFERENCE in groups and label != REFERENCE
+        found = paired_difference(groups[label], groups[REFERENCE], "autoattack") if compared else None
+        row["vs_reference"] = None if found is None else [100 * v for v in found]
         row["within_reference_ci"] = None if row["vs_reference"] is None else row["vs_reference"][2] >= 0.0
     return rows
 
@@ -376,18 +377,10 @@ def write_report(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="zoo:fashion-mnist-pgd-at", help="teacher run directory, file or zoo:NAME")
-    parser.add_argument("--natural-teacher", help="natural teacher (for a method that needs one)")
-    parser.add_argument("--out", default="benchmarks/results/fashion-mnist-evidence", help="the method table's --out")
-    parser.add_argument("--work", default="runs/evidence", help="the method table's --work")
+    add_run_arguments(parser)  # the method table's settings, so a replay is configured as its runs were
     parser.add_argument("--only", help="comma-separated labels (default: the frontier's)")
-    parser.add_argument("--data", default="fashion-mnist")
-    add_budget_arguments(parser)
-    parser.add_argument("--val-size", type=int, default=5000)
-    parser.add_argument("--channels-last", choices=("on", "off", "auto"), default="on")
     parser.add_argument("--replay-images", type=int, default=512, help="training images of the pass-count replay")
     parser.add_argument("--table-only", action="store_true", help="no replays: only the labels with pass records")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     args.labels = args.only.split(",") if args.only else list(LABELS)
     unknown = sorted(set(args.labels) - set(ENTRIES))

@@ -116,30 +116,35 @@ def add_budget_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> No
     parser.add_argument("--seed", type=int, default=0)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `run_config` reads: the table's teacher, data, budget, split and layout (frontier.py shares them)."""
     parser.add_argument("--teacher", default="zoo:fashion-mnist-pgd-at", help="teacher run directory, file or zoo:NAME")
     parser.add_argument("--natural-teacher", help="natural teacher for mtard (skipped without it)")
     parser.add_argument("--out", default="benchmarks/results/fashion-mnist-evidence")
     parser.add_argument("--work", default="runs/evidence", help="where the training runs are written")
-    parser.add_argument("--only", help="comma-separated entry labels (default: all)")
     parser.add_argument("--data", default="fashion-mnist")
     add_budget_arguments(parser)
-    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--val-size", type=int, default=5000)
-    parser.add_argument("--lr-grid", default="0.01,0.05", help="learning rates tried on the validation split")
-    parser.add_argument("--tune-epochs", type=int, default=10)
-    parser.add_argument("--cw-n", type=int, default=1000, help="test images for CW-inf")
-    parser.add_argument("--aa-n", type=int, default=1000, help="test images for standard AutoAttack")
-    parser.add_argument("--evaluate-teacher", action="store_true", help="also measure the teacher (runs/teacher.json)")
-    parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from the records")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--channels-last",
         choices=("on", "off", "auto"),
         default="on",
         help="memory layout of the training runs (the same arithmetic; on: 1.3-1.4x faster on this CPU)",
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser)
+    parser.add_argument("--only", help="comma-separated entry labels (default: all)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--lr-grid", default="0.01,0.05", help="learning rates tried on the validation split")
+    parser.add_argument("--tune-epochs", type=int, default=10)
+    parser.add_argument("--cw-n", type=int, default=1000, help="test images for CW-inf")
+    parser.add_argument("--aa-n", type=int, default=1000, help="test images for standard AutoAttack")
+    parser.add_argument("--evaluate-teacher", action="store_true", help="also measure the teacher (runs/teacher.json)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from the records")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.lr_grid = [float(v) for v in str(args.lr_grid).split(",") if v.strip()]
