@@ -192,7 +192,9 @@ class MemoryBank(nn.Module):
         """The stored constants, with `estimate` standing in for those not set yet."""
         return torch.where(torch.isnan(self.log_z), estimate.to(self.log_z), self.log_z)
 
-    def negatives(self, slots: Tensor, bank: Literal["teacher", "student"], scoring: str = "auto") -> BankNegatives:
+    def negatives(
+        self, slots: Tensor, bank: Literal["teacher", "student"], scoring: Literal["auto", "rows", "dense"] = "auto"
+    ) -> BankNegatives:
         """The batch's negatives `slots` (B, K) in `bank`, as a snapshot that later updates leave alone.
 
         `scoring`: `rows` gathers the B·K rows; `dense` keeps a copy of the whole bank and scores all N

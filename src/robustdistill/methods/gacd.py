@@ -187,7 +187,7 @@ class GACD(Method[GACDOptions]):
             return None
         return self.memory.sample_negatives(index, self.options.nce_k)
 
-    def gather_negatives(self, negatives: Tensor | None) -> tuple[BankNegatives, BankNegatives] | None:
+    def bank_negatives(self, negatives: Tensor | None) -> tuple[BankNegatives, BankNegatives] | None:
         """The negatives at the slots `negatives` (B, K) in `(student bank, teacher bank)` (`BankNegatives`).
 
         Taken once per batch and reused by every attack step and by the loss (the memory changes only
@@ -211,7 +211,7 @@ class GACD(Method[GACDOptions]):
 
         `nce`: `l_i = l_i(teacher anchor vs student bank) + l_i(student anchor vs teacher bank)`,
         negatives the bank slots `negatives` (B, K) (or the `BankNegatives` pair from
-        `gather_negatives`), read without gradient; `log Z` is the stored
+        `bank_negatives`), read without gradient; `log Z` is the stored
         constant where set, else estimated from this batch (the estimate is returned so the caller
         can store it once the loss is computed); `teacher_scores` are the anchor's scores against the
         student bank when already known (fixed anchor). `infonce`: teacher-anchored in-batch InfoNCE.
@@ -223,9 +223,9 @@ class GACD(Method[GACDOptions]):
         bank = self.memory
         with torch.autocast(device_type=z_t.device.type, enabled=False):
             z_t, z_s = z_t.float(), z_s.float()
-            gathered = negatives if isinstance(negatives, tuple) else self.gather_negatives(negatives)
-            assert gathered is not None
-            neg_student, neg_teacher = gathered
+            held = negatives if isinstance(negatives, tuple) else self.bank_negatives(negatives)
+            assert held is not None
+            neg_student, neg_teacher = held
             positive = (z_t * z_s).sum(dim=1)
             scores_t = neg_student.scores(z_t) if teacher_scores is None else teacher_scores  # teacher anchor
             scores_s = neg_teacher.scores(z_s)  # student anchor vs teacher bank
@@ -262,7 +262,7 @@ class GACD(Method[GACDOptions]):
         anchor = anchor.detach()
         head = self.embed_s
         if isinstance(negatives, Tensor):
-            negatives = self.gather_negatives(negatives)  # once for all the attack's steps
+            negatives = self.bank_negatives(negatives)  # once for all the attack's steps
         teacher_scores = None
         if negatives is not None:  # fixed anchor and memory: its scores are the same at every step
             with torch.no_grad():
@@ -282,7 +282,7 @@ class GACD(Method[GACDOptions]):
                 f"the teacher gave {teacher_features.shape[1]}-d features but gacd was built for {self.teacher_dim}"
             )
         z_t = self.embed_t(teacher_features.detach())
-        negatives = self.gather_negatives(self.sample_negatives(index))  # one gather for attack and loss
+        negatives = self.bank_negatives(self.sample_negatives(index))  # one snapshot for attack and loss
         x_adv = self.guided_examples(student, x, y, z_t, negatives, index=index)
         logits_adv, features_adv = logits_and_features(student, x_adv)
         if features_adv.shape[1] != self.student_dim:

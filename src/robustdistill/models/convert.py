@@ -87,6 +87,8 @@ def _strip_shared_prefix(sd: dict[str, Tensor], target: nn.Module) -> dict[str, 
 def _head_key(model: nn.Module) -> str:
     head_key = getattr(model, "head_key", None)
     return head_key() if callable(head_key) else "fc"
+
+
 def _check_final_bn(incoming: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> None:
     """A PreAct ResNet checkpoint without the final BN (kuangliu layout) needs the model built without it."""
     preact = "bn.weight" in own and "layer4.0.bn1.weight" in own and "layer4.0.bn1.weight" in incoming
