@@ -7,7 +7,10 @@ Protocol (docs/results.md explains why each choice):
   split (`--val-size`), eps 0.1, the same epochs, batch, schedule and `--steps`-step PGD everywhere;
 - tuning: each method's learning rate is chosen from `--lr-grid` on the validation split (seed 0,
   `--tune-epochs` epochs, highest final validation PGD-10 accuracy; clean accuracy for the non-robust
-  `standard` reference, whose objective it is), the same budget for every method;
+  `standard` reference, whose objective it is), the same rule for every method: the grid's top is
+  doubled while it wins (`--lr-extend`), so no choice sits at the grid's edge; a wider grid
+  trains only its new learning rates (`--tune-only` tunes without training seeds), and a seed trained
+  at a learning rate the tuning no longer chooses is refused, not reused;
 - three seeds (`--seeds`) of the full run with that learning rate; convergence: that validation
   accuracy no longer rising (the mean of the last 3 epochs at most 0.5 points above the mean of the 3
   before; `converged` in each record, recomputed from its curve for the table);
@@ -45,6 +48,7 @@ import torch
 from robustdistill import data as data_lib
 from robustdistill import methods, models
 from robustdistill.config import load_config
+from robustdistill.errors import TrainingError
 from robustdistill.evaluate import attack_suite, write_record
 from robustdistill.evaluate.compare import decode_correct, encode_correct, mean_std, paired_bootstrap
 from robustdistill.evaluate.plots import new_figure, save_png
@@ -139,12 +143,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_run_arguments(parser)
     parser.add_argument("--only", help="comma-separated entry labels (default: all)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--lr-grid", default="0.01,0.05", help="learning rates tried on the validation split")
+    parser.add_argument("--lr-grid", default="0.01,0.05,0.1", help="learning rates tried on the validation split")
+    parser.add_argument(
+        "--lr-extend", type=int, default=2, help="while the largest rate tried wins, try twice it (at most N times)"
+    )
     parser.add_argument("--tune-epochs", type=int, default=10)
     parser.add_argument("--cw-n", type=int, default=1000, help="test images for CW-inf")
     parser.add_argument("--aa-n", type=int, default=1000, help="test images for standard AutoAttack")
     parser.add_argument("--evaluate-teacher", action="store_true", help="also measure the teacher (runs/teacher.json)")
     parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from the records")
+    parser.add_argument("--tune-only", action="store_true", help="choose the learning rates; train no seed")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.lr_grid = [float(v) for v in str(args.lr_grid).split(",") if v.strip()]
@@ -223,34 +231,76 @@ def converged(curve: list[float], window: int = 3, tolerance: float = 0.005) -> 
     return last - before <= tolerance
 
 
+def tuning_score(label: str, lr: float, measure: str, args: argparse.Namespace) -> float:
+    """The final validation accuracy of `label`'s tuning run at `lr`; -1 if the run diverged."""
+    run_dir = Path(args.work) / "tune" / f"{label}-lr{lr:g}"
+    try:
+        curve = validation_curve(train(label, 0, lr, args.tune_epochs, run_dir, args), measure)
+    except TrainingError as error:
+        print(f"{label} at lr {lr:g} diverged: {error}", file=sys.stderr)
+        return -1.0
+    return curve[-1] if curve and math.isfinite(curve[-1]) else -1.0
+
+
 def tuned_lr(label: str, args: argparse.Namespace) -> float:
     """The learning rate of `label`, chosen on the validation split (recorded in `<out>/tuning/`).
 
-    A variant (a cheaper configuration of a method) takes its base method's learning rate.
+    The grid is `--lr-grid`, doubled at its top while the largest learning rate wins (at most
+    `--lr-extend` times), so no method's choice is the edge of the grid unless the cap stops it.
+    The record keeps every learning rate measured so far: a wider grid trains only the new ones,
+    and the choice is the best of the grid; a run that diverges scores -1. A variant (a cheaper configuration of a
+    method) takes its base method's learning rate.
     """
     if label in VARIANT_BASE:
         return tuned_lr(VARIANT_BASE[label], args)
     if len(args.lr_grid) == 1:
         return args.lr_grid[0]
     path = Path(args.out) / "tuning" / f"{label}.json"
-    if path.exists():
-        return float(json.loads(path.read_text())["chosen_lr"])
     measure = selection_measure(ENTRIES[label][2])
-    scores: dict[str, float] = {}
-    for lr in args.lr_grid:
-        run_dir = Path(args.work) / "tune" / f"{label}-lr{lr:g}"
-        curve = validation_curve(train(label, 0, lr, args.tune_epochs, run_dir, args), measure)
-        scores[f"{lr:g}"] = curve[-1] if curve and math.isfinite(curve[-1]) else -1.0
-    chosen = float(max(scores, key=lambda k: scores[k]))
+    key = f"val_{measure}_by_lr"
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    scores: dict[str, float] = dict(recorded.get(key, {}))
+    grid = list(args.lr_grid)
+    while True:
+        for lr in grid:
+            if f"{lr:g}" not in scores:
+                scores[f"{lr:g}"] = tuning_score(label, lr, measure, args)
+        chosen = float(max((f"{lr:g}" for lr in grid), key=scores.__getitem__))
+        if chosen < max(grid) or len(grid) - len(args.lr_grid) >= args.lr_extend:
+            break
+        grid.append(2 * max(grid))
     record = {
         "label": label,
         "criterion": f"final validation {SELECTION_NAMES[measure]} accuracy after {args.tune_epochs} epochs, seed 0",
-        f"val_{measure}_by_lr": scores,
+        key: dict(sorted(scores.items(), key=lambda item: float(item[0]))),
+        "lr_grid": grid,
         "chosen_lr": chosen,
         "val_size": args.val_size,
     }
-    write_record(record, path)
+    if record != recorded:
+        write_record(record, path)
     return chosen
+
+
+def trained_lr(label: str, seed: int, run_dir: Path, args: argparse.Namespace) -> float | None:
+    """The learning rate a seed's record or (partial) run was trained at, or None if it has neither."""
+    path = Path(args.out) / "runs" / f"{label}-seed{seed}.json"
+    if path.exists():
+        return float(json.loads(path.read_text())["lr"])
+    if (run_dir / "config.yaml").exists():
+        return float(load_config(path=run_dir / "config.yaml").lr)
+    return None
+
+
+def check_lr(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse to reuse or resume a seed trained at another learning rate than the one now tuned."""
+    trained = trained_lr(label, seed, run_dir, args)
+    if trained is not None and not math.isclose(trained, lr):
+        raise SystemExit(
+            f"{label} seed {seed} was trained at lr {trained:g}, but the tuning now chooses {lr:g} "
+            f"(grid {args.lr_grid}): move {Path(args.out) / 'runs' / f'{label}-seed{seed}.json'}, its weights "
+            f"and {run_dir} aside to retrain it"
+        )
 
 
 def measure(model: torch.nn.Module, test: data_lib.ArrayDataset, args: argparse.Namespace) -> dict[str, Any]:
@@ -416,7 +466,8 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         f"{time.strftime('%Y-%m-%d')}. Student `{args.student}`, teacher `{args.teacher}`; every method trained "
         f"{args.epochs} epochs (cosine) on the training split less a {args.val_size}-image validation split, "
         f"batch {args.batch_size}, {args.steps}-step PGD (step eps/4), learning rate chosen per method from "
-        f"{args.lr_grid} on the validation split ({args.tune_epochs} epochs, seed 0). Accuracy (%) as mean ± std "
+        f"{args.lr_grid} (doubled at the top while the largest wins, at most {args.lr_extend} times; `tuning/`) "
+        f"on the validation split ({args.tune_epochs} epochs, seed 0). Accuracy (%) as mean ± std "
         f"over seeds; n = test images of the column (the same images for every model). Δ: difference in "
         f"{key_attack} accuracy (points) with a paired bootstrap 95 % interval over those images, the correctness "
         f"of each image averaged over seeds. Best baseline by {key_attack}: `{best}`.",
@@ -518,9 +569,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"skipping {label}: no --natural-teacher", file=sys.stderr)
             continue
         lr = tuned_lr(label, args)
-        for seed in args.seeds:
+        for seed in [] if args.tune_only else args.seeds:
             started = time.perf_counter()
-            run_dir = train(label, seed, lr, args.epochs, Path(args.work) / f"{label}-seed{seed}", args)
+            run_dir = Path(args.work) / f"{label}-seed{seed}"
+            check_lr(label, seed, lr, run_dir, args)
+            run_dir = train(label, seed, lr, args.epochs, run_dir, args)
             record = evaluate(label, seed, lr, run_dir, args)
             shown = ", ".join(f"{a} {100 * v:.2f}" for a, v in record["accuracy"].items())
             print(f"{label} seed {seed} (lr {lr:g}): {shown} [{time.perf_counter() - started:.0f} s]", flush=True)

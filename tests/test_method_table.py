@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from robustdistill import models
+from robustdistill.errors import TrainingError
 from tests import benchmark_script
 
 method_table = benchmark_script.load("method_table")
@@ -65,9 +68,13 @@ def test_tuning_the_reference_picks_the_learning_rate_with_the_best_validation_c
     tmp_path: Path, monkeypatch
 ) -> None:
     # lr 0.01: more robust on validation (PGD-10 0.06 vs 0.01) but less accurate (clean 0.88 vs 0.91)
-    logs = {0.01: {"eval_clean": 0.88, "eval_pgd-10": 0.06}, 0.05: {"eval_clean": 0.91, "eval_pgd-10": 0.01}}
+    logs = {
+        0.01: {"eval_clean": 0.88, "eval_pgd-10": 0.06},
+        0.05: {"eval_clean": 0.91, "eval_pgd-10": 0.01},
+        0.1: {"eval_clean": 0.90, "eval_pgd-10": 0.02},
+    }
 
-    def fake_train(label, seed, lr, epochs, run_dir, args):  # the tuning loop, without 20 epochs of training
+    def fake_train(label, seed, lr, epochs, run_dir, args):  # the tuning loop, without its training runs
         run_dir.mkdir(parents=True)
         (run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, **logs[lr]}) + "\n")
         return run_dir
@@ -77,8 +84,69 @@ def test_tuning_the_reference_picks_the_learning_rate_with_the_best_validation_c
     assert method_table.tuned_lr("standard", args) == 0.05
     assert method_table.tuned_lr("pgd-at", args) == 0.01
     record = json.loads((tmp_path / "out" / "tuning" / "standard.json").read_text())
-    assert record["val_clean_by_lr"] == {"0.01": 0.88, "0.05": 0.91}
+    assert record["val_clean_by_lr"] == {"0.01": 0.88, "0.05": 0.91, "0.1": 0.90}
     assert "clean" in record["criterion"]
+
+
+def test_tuning_doubles_a_winning_top_rate_measures_each_rate_once_and_refuses_stale_seeds(
+    tmp_path: Path, monkeypatch
+) -> None:
+    scores = {
+        "pgd-at": {0.01: 0.62, 0.05: 0.70, 0.1: 0.73, 0.2: 0.71},  # best at 0.1, inside the doubled grid
+        "ard": {0.05: 0.60, 0.1: 0.65, 0.2: 0.68, 0.4: 0.69},  # still rising where the cap stops the doubling
+    }
+    trained: list[tuple[str, float]] = []
+
+    def fake_train(label, seed, lr, epochs, run_dir, args):
+        trained.append((label, lr))
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "eval_pgd-10": scores[label][lr]}) + "\n")
+        return run_dir
+
+    monkeypatch.setattr(method_table, "train", fake_train)
+    flags = ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    narrow = method_table.parse_args([*flags, "--lr-grid", "0.01,0.05", "--lr-extend", "0"])
+    assert method_table.tuned_lr("pgd-at", narrow) == 0.05
+    wider = method_table.parse_args([*flags, "--lr-grid", "0.01,0.05"])  # the top wins: doubled, twice at most
+    assert method_table.tuned_lr("pgd-at", wider) == 0.1
+    assert trained == [("pgd-at", lr) for lr in (0.01, 0.05, 0.1, 0.2)]  # 0.01 and 0.05 measured once
+    record = json.loads((tmp_path / "out" / "tuning" / "pgd-at.json").read_text())
+    assert record["val_pgd10_by_lr"] == {"0.01": 0.62, "0.05": 0.70, "0.1": 0.73, "0.2": 0.71}
+    assert record["lr_grid"] == [0.01, 0.05, 0.1, 0.2] and record["chosen_lr"] == 0.1
+    capped = method_table.parse_args([*flags, "--lr-grid", "0.05,0.1", "--lr-extend", "2"])
+    assert method_table.tuned_lr("ard", capped) == 0.4
+    assert [lr for label, lr in trained if label == "ard"] == [0.05, 0.1, 0.2, 0.4]
+
+    (tmp_path / "out" / "runs").mkdir(parents=True)
+    (tmp_path / "out" / "runs" / "pgd-at-seed0.json").write_text(json.dumps({"lr": 0.05}))
+    run_dir = tmp_path / "work" / "pgd-at-seed0"
+    stale = re.escape("trained at lr 0.05, but the tuning now chooses 0.1")
+    with pytest.raises(SystemExit, match=stale):
+        method_table.check_lr("pgd-at", 0, 0.1, run_dir, wider)
+    method_table.check_lr("pgd-at", 0, 0.05, run_dir, wider)
+    partial = tmp_path / "work" / "pgd-at-seed1"  # a run interrupted before its record: its config says
+    partial.mkdir(parents=True)
+    (partial / "config.yaml").write_text("lr: 0.05\n")
+    with pytest.raises(SystemExit, match=stale):
+        method_table.check_lr("pgd-at", 1, 0.1, partial, wider)
+    method_table.check_lr("pgd-at", 2, 0.1, tmp_path / "work" / "pgd-at-seed2", wider)  # nothing trained yet
+
+
+def test_a_learning_rate_whose_tuning_run_diverges_scores_minus_one_and_the_tuning_goes_on(
+    tmp_path: Path, monkeypatch
+) -> None:
+    def fake_train(label, seed, lr, epochs, run_dir, args):
+        if lr == 0.1:  # what training raises on a non-finite loss
+            raise TrainingError("non-finite loss at step 15 (terms: loss); lower the learning rate")
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "eval_pgd-10": 0.5 + lr}) + "\n")
+        return run_dir
+
+    monkeypatch.setattr(method_table, "train", fake_train)
+    args = method_table.parse_args(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    assert method_table.tuned_lr("kd", args) == 0.05
+    record = json.loads((tmp_path / "out" / "tuning" / "kd.json").read_text())
+    assert record["val_pgd10_by_lr"] == {"0.01": 0.51, "0.05": 0.55, "0.1": -1.0}
 
 
 def test_table_rows_give_each_methods_paired_difference_and_name_the_best_baseline() -> None:
@@ -116,7 +184,10 @@ def test_a_variant_trains_at_its_base_methods_learning_rate_without_tuning(tmp_p
     args = method_table.parse_args(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     (tmp_path / "out" / "tuning").mkdir(parents=True)
     for base, lr in (("pgd-at", 0.05), ("paths", 0.01)):
-        (tmp_path / "out" / "tuning" / f"{base}.json").write_text(json.dumps({"chosen_lr": lr}))
+        scores = {f"{g:g}": 0.7 if g == lr else 0.6 for g in args.lr_grid}
+        (tmp_path / "out" / "tuning" / f"{base}.json").write_text(
+            json.dumps({"val_pgd10_by_lr": scores, "chosen_lr": lr})
+        )
     assert method_table.tuned_lr("pgd-at-reuse", args) == 0.05
     assert method_table.tuned_lr("fgsm-rs", args) == 0.05  # fast adversarial training: pgd-at's
     assert method_table.tuned_lr("paths-u-sample1", args) == 0.01
