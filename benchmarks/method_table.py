@@ -577,7 +577,8 @@ def main(argv: list[str] | None = None) -> None:
             record = evaluate(label, seed, lr, run_dir, args)
             shown = ", ".join(f"{a} {100 * v:.2f}" for a, v in record["accuracy"].items())
             print(f"{label} seed {seed} (lr {lr:g}): {shown} [{time.perf_counter() - started:.0f} s]", flush=True)
-    print(f"table: {write_table(load_groups(out), args, command)}")
+    if not args.tune_only:  # no seed trained: the table is unchanged
+        print(f"table: {write_table(load_groups(out), args, command)}")
 
 
 if __name__ == "__main__":
