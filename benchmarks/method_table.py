@@ -248,8 +248,8 @@ def tuned_lr(label: str, args: argparse.Namespace) -> float:
     The grid is `--lr-grid`, doubled at its top while the largest learning rate wins (at most
     `--lr-extend` times), so no method's choice is the edge of the grid unless the cap stops it.
     The record keeps every learning rate measured so far: a wider grid trains only the new ones,
-    and the choice is the best of the grid; a run that diverges scores -1. A variant (a cheaper configuration of a
-    method) takes its base method's learning rate.
+    and the choice is the best of the grid; a run that diverges scores -1. A variant (a cheaper
+    configuration of a method) takes its base method's learning rate.
     """
     if label in VARIANT_BASE:
         return tuned_lr(VARIANT_BASE[label], args)
@@ -298,7 +298,8 @@ def check_lr(label: str, seed: int, lr: float, run_dir: Path, args: argparse.Nam
     if trained is not None and not math.isclose(trained, lr):
         raise SystemExit(
             f"{label} seed {seed} was trained at lr {trained:g}, but the tuning now chooses {lr:g} "
-            f"(grid {args.lr_grid}): move {Path(args.out) / 'runs' / f'{label}-seed{seed}.json'}, its weights "
+            f"({Path(args.out) / 'tuning' / f'{label}.json'}): move "
+            f"{Path(args.out) / 'runs' / f'{label}-seed{seed}.json'}, its weights "
             f"and {run_dir} aside to retrain it"
         )
 
