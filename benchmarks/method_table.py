@@ -231,6 +231,12 @@ def converged(curve: list[float], window: int = 3, tolerance: float = 0.005) -> 
     return last - before <= tolerance
 
 
+def collapsed(record: dict[str, Any], num_classes: int, margin: float = 0.01) -> bool:
+    """A run that ended predicting (about) one class: final validation clean accuracy within `margin` of 1 / C."""
+    curve = record.get("val_curve_clean", [])
+    return bool(curve) and curve[-1] <= 1 / num_classes + margin
+
+
 def tuning_score(label: str, lr: float, measure: str, args: argparse.Namespace) -> float:
     """The final validation accuracy of `label`'s tuning run at `lr`; -1 if the run diverged."""
     run_dir = Path(args.work) / "tune" / f"{label}-lr{lr:g}"
@@ -457,6 +463,8 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         for r in rs
         if selection_curve(r) and not converged(selection_curve(r))
     ]
+    num_classes = data_lib.get_spec(args.data).num_classes or data_lib.load(args.data, "test").num_classes
+    dead = [f"{r['label']} seed {r['seed']}" for rs in groups.values() for r in rs if collapsed(r, num_classes)]
 
     lines = [
         f"# Method table (evidence protocol): {args.data}, eps {args.eps}",
@@ -489,6 +497,9 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         "mean of the last 3 epochs at most 0.5 points above the mean of the 3 before): "
         + (", ".join(unconverged) or "none")
         + ".",
+        "",
+        f"Runs collapsed to a constant prediction (final validation clean accuracy within 1 point of chance, "
+        f"1/{num_classes}; counted in the mean and std above, as every seed is): " + (", ".join(dead) or "none") + ".",
         "",
         *curve_rows(groups),
     ]

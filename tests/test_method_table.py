@@ -202,3 +202,28 @@ def test_a_record_names_the_layout_its_run_trained_in(tmp_path: Path) -> None:
         run.mkdir()
         (run / "config.yaml").write_text(f"device: cpu\nchannels_last: '{setting}'\n")
         assert method_table.layout(run) == used
+
+
+def test_a_run_that_ends_at_chance_is_reported_as_collapsed_and_still_counted(tmp_path: Path) -> None:
+    def record(seed: int, clean_curve: list[float], correct: str) -> dict:
+        return {
+            "label": "ard",
+            "group": "baseline",
+            "seed": seed,
+            "accuracy": {"clean": correct.count("1") / len(correct)},
+            "n_examples": {"clean": len(correct)},
+            "per_sample": {"clean": correct},
+            "val_curve_clean": clean_curve,
+        }
+
+    healthy, dead = record(0, [0.70, 0.84], "1111111100"), record(1, [0.30, 0.10], "1000000000")
+    assert not method_table.collapsed(healthy, 10)
+    assert method_table.collapsed(dead, 10)  # 10 % with 10 classes: one class for every image
+    assert method_table.collapsed(record(2, [0.109], "1"), 10)
+    assert not method_table.collapsed(record(2, [0.111], "1"), 10)
+    assert not method_table.collapsed({"label": "ard", "seed": 3}, 10)  # no curve: nothing to judge
+    args = method_table.parse_args(["--out", str(tmp_path), "--data", "digits"])
+    table = method_table.write_table({"ard": [healthy, dead]}, args, "python benchmarks/method_table.py").read_text()
+    line = next(row for row in table.splitlines() if row.startswith("Runs collapsed to a constant prediction"))
+    assert "within 1 point of chance, 1/10" in line and line.endswith(": ard seed 1.")
+    assert "| ard | baseline | 2 | 45.00 ± 49.50 (10) |" in table  # the collapsed seed stays in the mean and std
