@@ -13,7 +13,8 @@ Protocol (docs/results.md explains why each choice):
   at a learning rate the tuning no longer chooses is refused, not reused;
 - three seeds (`--seeds`) of the full run with that learning rate; convergence: that validation
   accuracy no longer rising (the mean of the last 3 epochs at most 0.5 points above the mean of the 3
-  before; `converged` in each record, recomputed from its curve for the table);
+  before; `converged` in each record, recomputed from its curve for the table); a seed that collapsed
+  (final validation clean accuracy within a point of chance) is named in the table and counted;
 - variants (group `variant`: perturbation reuse, fgsm-rs, cheaper `paths` configurations) are trained
   at their base method's learning rate for `benchmarks/frontier.py`'s cost-accuracy frontier;
 - test: clean and PGD-20 on all 10 000 test images, CW-inf on `--cw-n` and standard AutoAttack on
