@@ -232,10 +232,13 @@ def converged(curve: list[float], window: int = 3, tolerance: float = 0.005) -> 
     return last - before <= tolerance
 
 
-def collapsed(record: dict[str, Any], num_classes: int, margin: float = 0.01) -> bool:
-    """A run that ended predicting (about) one class: final validation clean accuracy within `margin` of 1 / C."""
+COLLAPSE_MARGIN = 0.01  # a final validation clean accuracy this close to chance (1 / C) is a collapse
+
+
+def collapsed(record: dict[str, Any], num_classes: int) -> bool:
+    """A run that ended predicting (about) one class: final validation clean accuracy within the margin of 1 / C."""
     curve = record.get("val_curve_clean", [])
-    return bool(curve) and curve[-1] <= 1 / num_classes + margin
+    return bool(curve) and curve[-1] <= 1 / num_classes + COLLAPSE_MARGIN
 
 
 def tuning_score(label: str, lr: float, measure: str, args: argparse.Namespace) -> float:
@@ -499,7 +502,8 @@ def write_table(groups: dict[str, list[dict[str, Any]]], args: argparse.Namespac
         + (", ".join(unconverged) or "none")
         + ".",
         "",
-        f"Runs collapsed to a constant prediction (final validation clean accuracy within 1 point of chance, "
+        f"Runs collapsed to a constant prediction (final validation clean accuracy within "
+        f"{100 * COLLAPSE_MARGIN:g} point of chance, "
         f"1/{num_classes}; counted in the mean and std above, as every seed is): " + (", ".join(dead) or "none") + ".",
         "",
         *curve_rows(groups),
