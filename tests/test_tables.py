@@ -101,3 +101,20 @@ def test_several_seeds_give_mean_and_t_interval():
     assert c.text() == "82.0 ± 5.0"
     with pytest.raises(ValueError, match="at least two seeds"):
         table.combine_seeds(seeds[:1])
+
+
+def test_records_name_the_processor_they_ran_on(tmp_path, monkeypatch):
+    """Training seconds compare only on one processor, so a CPU record names it (not a bare "cpu")."""
+    from robustdistill.evaluate import record
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu avx2 avx512f\n")
+    assert record.cpu_name(cpuinfo) == "Intel(R) Xeon(R) Processor (avx512f)"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t: fpu sse2\n")
+    assert record.cpu_name(cpuinfo) == "AMD EPYC"
+    monkeypatch.setattr(record.platform, "processor", lambda: "")
+    assert record.cpu_name(tmp_path / "missing") == "cpu"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t:\n")
+    assert record.cpu_name(cpuinfo) == "cpu"
+    if not torch.cuda.is_available():
+        assert record.environment()["device"] == record.cpu_name()
