@@ -10,6 +10,7 @@ import torch
 
 from robustdistill import data, models
 from robustdistill.evaluate import attack_suite, markdown_table, table
+from robustdistill.evaluate.record import cpu_name, environment
 from robustdistill.evaluate.report import _accuracy_table
 
 
@@ -105,16 +106,14 @@ def test_several_seeds_give_mean_and_t_interval():
 
 def test_records_name_the_processor_they_ran_on(tmp_path, monkeypatch):
     """Training seconds compare only on one processor, so a CPU record names it (not a bare "cpu")."""
-    from robustdistill.evaluate import record
-
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu avx2 avx512f\n")
-    assert record.cpu_name(cpuinfo) == "Intel(R) Xeon(R) Processor (avx512f)"
+    assert cpu_name(cpuinfo) == "Intel(R) Xeon(R) Processor (avx512f)"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t: fpu sse2\n")
-    assert record.cpu_name(cpuinfo) == "AMD EPYC"
-    monkeypatch.setattr(record.platform, "processor", lambda: "")
-    assert record.cpu_name(tmp_path / "missing") == "cpu"
+    assert cpu_name(cpuinfo) == "AMD EPYC"
+    monkeypatch.setattr("robustdistill.evaluate.record.platform.processor", lambda: "")
+    assert cpu_name(tmp_path / "missing") == "cpu"
     cpuinfo.write_text("processor\t: 0\nmodel name\t:\n")
-    assert record.cpu_name(cpuinfo) == "cpu"
+    assert cpu_name(cpuinfo) == "cpu"
     if not torch.cuda.is_available():
-        assert record.environment()["device"] == record.cpu_name()
+        assert environment()["device"] == cpu_name()
